@@ -1,0 +1,78 @@
+"""Errors the core raises, and how they map to gRPC status codes and NATS ack decisions.
+
+Core modules raise plain exceptions (``ValueError`` for bad input); the gRPC interceptor
+and the worker loop both translate them with :func:`classify`, so a bad argument is
+``INVALID_ARGUMENT`` on gRPC and a terminated (not retried) task on NATS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from ganfolk.runtime.storage import IntegrityError, ObjectNotFound
+
+
+class InvalidArgument(ValueError):
+    """The request cannot succeed as sent; the message says what to fix."""
+
+
+class NotFound(LookupError):
+    """A named thing (job, object, checkpoint) does not exist."""
+
+
+class FailedPrecondition(RuntimeError):
+    """The system is not in a state where the request can run (e.g. job already finished)."""
+
+
+class ResourceExhausted(RuntimeError):
+    """The request is too large for this replica (memory, pixels); the message says which knob to lower."""
+
+
+class Transient(RuntimeError):
+    """A dependency is temporarily unavailable; retrying later may succeed."""
+
+
+@dataclass(frozen=True)
+class Classified:
+    code: grpc.StatusCode
+    retryable: bool
+
+
+_PERMANENT = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.DATA_LOSS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+def classify(exc: BaseException) -> Classified:
+    """Map an exception to a status code and whether a retry may help."""
+    if isinstance(exc, IntegrityError):
+        code = grpc.StatusCode.DATA_LOSS
+    elif isinstance(exc, ObjectNotFound | NotFound | FileNotFoundError):
+        code = grpc.StatusCode.NOT_FOUND
+    elif isinstance(exc, ValueError):
+        code = grpc.StatusCode.INVALID_ARGUMENT
+    elif isinstance(exc, FailedPrecondition):
+        code = grpc.StatusCode.FAILED_PRECONDITION
+    elif isinstance(exc, ResourceExhausted | MemoryError):
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    elif isinstance(exc, Transient | TimeoutError | ConnectionError):
+        code = grpc.StatusCode.UNAVAILABLE
+    else:
+        # Unknown failures are retried (bounded by max_deliver): they may be a flaky GPU or node.
+        code = grpc.StatusCode.INTERNAL
+    return Classified(code, code not in _PERMANENT)
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    return text

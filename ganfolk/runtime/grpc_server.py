@@ -1,0 +1,161 @@
+"""gRPC server bootstrap on grpc.aio shared by every service.
+
+Adds the library health service (NOT_SERVING until the model is loaded), reflection,
+message-size limits, optional TLS, an interceptor for metrics and error mapping, and a
+graceful stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from ganfolk.runtime import metrics
+from ganfolk.runtime.errors import classify, describe
+from ganfolk.runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+_PASSTHROUGH = ("/grpc.health.", "/grpc.reflection.")
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts and times every RPC and turns exceptions into status codes with their message."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(_PASSTHROUGH):
+            return handler
+        name = method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                start = time.perf_counter()
+                code = "OK"
+                try:
+                    return await inner(request, context)
+                except BaseException as exc:
+                    code = await self._fail(exc, context, name)
+                    raise
+                finally:
+                    self._observe(name, code, start)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                start = time.perf_counter()
+                code = "OK"
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except BaseException as exc:
+                    code = await self._fail(exc, context, name)
+                    raise
+                finally:
+                    self._observe(name, code, start)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> str:
+        if isinstance(exc, grpc.aio.AbortError):
+            code = context.code()
+            return code.name if code is not None else "UNKNOWN"
+        if isinstance(exc, GeneratorExit | KeyboardInterrupt | SystemExit):
+            return "CANCELLED"
+        if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+            return "CANCELLED"
+        verdict = classify(exc)
+        level = logging.ERROR if verdict.code == grpc.StatusCode.INTERNAL else logging.INFO
+        log.log(level, "rpc %s failed: %s", method, describe(exc), exc_info=level == logging.ERROR)
+        # abort() raises AbortError, which the caller re-raises in place of exc.
+        await context.abort(verdict.code, describe(exc))
+        return verdict.code.name  # pragma: no cover
+
+    def _observe(self, method: str, code: str, start: float) -> None:
+        metrics.RPC_REQUESTS.labels(self.service, method, code).inc()
+        metrics.RPC_LATENCY.labels(self.service, method).observe(time.perf_counter() - start)
+
+
+@dataclass
+class GrpcServer:
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    port: int
+    service_names: Sequence[str]
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in (*self.service_names, ""):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new RPCs, let in-flight ones finish within grace."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls_cert_file:
+        return None
+    key = settings.require("tls_key_file", "TLS is enabled by GANFOLK_TLS_CERT_FILE")
+    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
+def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
+    limit = max_message_mb * 1024 * 1024
+    return [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+
+
+async def start_grpc_server(
+    settings: Settings, register: Callable[[grpc.aio.Server], None], service_names: Sequence[str]
+) -> GrpcServer:
+    """Start a server with health (NOT_SERVING), reflection and the given servicers.
+
+    ``register`` adds the service's servicers; ``service_names`` are their full names
+    (e.g. ``ganfolk.v1.UpscaleService``) for health and reflection. Port 0 picks a free port.
+    """
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(settings.service)],
+        options=channel_options(settings.grpc_max_message_mb),
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    register(server)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    creds = _credentials(settings)
+    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC server to {address}")
+    wrapper = GrpcServer(server, health, port, list(service_names))
+    await wrapper.set_serving(False)
+    await server.start()
+    log.info("grpc listening", extra={"address": f"{settings.grpc_host}:{port}", "tls": creds is not None})
+    return wrapper

@@ -1,0 +1,255 @@
+"""NATS JetStream topology and idempotent setup: streams, consumers, KV buckets.
+
+Subjects:
+  ganfolk.tasks.<stage>     work-queue stream GANFOLK_TASKS (one durable pull consumer per stage)
+  ganfolk.events.<job_id>   stream GANFOLK_EVENTS: progress, results and failures of tasks
+  ganfolk.dlq.<stage>       stream GANFOLK_DLQ: tasks that were terminated or ran out of deliveries
+Job state lives in the KV bucket ``ganfolk_jobs`` (compare-and-set on the revision).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+log = logging.getLogger(__name__)
+
+TASKS_STREAM = "GANFOLK_TASKS"
+EVENTS_STREAM = "GANFOLK_EVENTS"
+DLQ_STREAM = "GANFOLK_DLQ"
+JOBS_BUCKET = "ganfolk_jobs"
+# Window in which JetStream drops a re-published message id (crash between publish and ack).
+DUPLICATE_WINDOW_S = 30 * 60.0
+
+
+def task_subject(stage: str) -> str:
+    return f"ganfolk.tasks.{stage}"
+
+
+def event_subject(job_id: str) -> str:
+    return f"ganfolk.events.{job_id or '_'}"
+
+
+def dlq_subject(stage: str) -> str:
+    return f"ganfolk.dlq.{stage}"
+
+
+def consumer_name(stage: str) -> str:
+    return f"stage-{stage}"
+
+
+def max_deliveries_advisory(stream: str, consumer: str) -> str:
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connect with unbounded reconnects: a broker restart must not kill a worker."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+def stream_configs(replicas: int = 1) -> list[StreamConfig]:
+    return [
+        StreamConfig(
+            name=TASKS_STREAM,
+            subjects=["ganfolk.tasks.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=["ganfolk.events.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=7 * 24 * 3600.0,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=DLQ_STREAM,
+            subjects=["ganfolk.dlq.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=30 * 24 * 3600.0,
+            num_replicas=replicas,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the streams, or bring an existing one to this configuration. Safe to repeat."""
+    for cfg in stream_configs(replicas):
+        try:
+            await js.stream_info(cfg.name)  # type: ignore[arg-type]
+        except NotFoundError:
+            try:
+                await js.add_stream(cfg)
+                continue
+            except BadRequestError:  # created concurrently by another replica
+                pass
+        await js.update_stream(cfg)
+
+
+async def ensure_kv(js: JetStreamContext, bucket: str = JOBS_BUCKET, history: int = 8) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except (NotFoundError, Exception) as exc:  # BucketNotFoundError subclasses differ by version
+        if not isinstance(exc, NotFoundError) and "not found" not in str(exc).lower():
+            raise
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE))
+    except BadRequestError:
+        return await js.key_value(bucket)
+
+
+@dataclass(frozen=True)
+class StagePolicy:
+    """Delivery policy of a stage's consumer: set on the consumer, not in model code."""
+
+    ack_wait: float = 60.0
+    max_deliver: int = 5
+    # Delays for nak() after a transient failure, by attempt (last value repeats).
+    retry_delays: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)
+    # In-flight tasks of the stage across all replicas.
+    max_ack_pending: int = 16
+    # Tasks one process runs at once.
+    concurrency: int = 1
+    fetch_timeout: float = 2.0
+    heartbeat: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_deliver < 1 or self.ack_wait <= 0 or self.concurrency < 1:
+            raise ValueError(f"invalid stage policy {self}")
+
+    def retry_delay(self, attempt: int) -> float:
+        return self.retry_delays[min(attempt - 1, len(self.retry_delays) - 1)]
+
+    def redelivery_backoff(self) -> list[float]:
+        """Redelivery schedule after an ack timeout (the worker died): ack_wait, then growing."""
+        return [self.ack_wait * (2**i) for i in range(max(self.max_deliver - 1, 1))]
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.heartbeat or max(self.ack_wait / 3.0, 0.2)
+
+
+async def ensure_consumer(js: JetStreamContext, stage: str, policy: StagePolicy) -> str:
+    """Durable pull consumer for a stage, created or updated to ``policy``."""
+    name = consumer_name(stage)
+    backoff = policy.redelivery_backoff()
+    cfg = ConsumerConfig(
+        durable_name=name,
+        filter_subject=task_subject(stage),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        # With a backoff list the server takes the first value as the ack wait.
+        ack_wait=backoff[0],
+        backoff=backoff if policy.max_deliver > len(backoff) else None,
+        max_deliver=policy.max_deliver,
+        max_ack_pending=policy.max_ack_pending,
+    )
+    try:
+        await js.add_consumer(TASKS_STREAM, cfg)
+    except BadRequestError as exc:
+        # 2.9 rejects some in-place changes; the existing durable still serves.
+        log.warning("consumer %s kept as is: %s", name, exc)
+    return name
+
+
+async def publish_task(js: JetStreamContext, stage: str, payload: bytes, task_id: str) -> int:
+    """Publish a task; the task id is the de-duplication id, so re-publishing is harmless."""
+    ack = await js.publish(task_subject(stage), payload, headers={"Nats-Msg-Id": task_id})
+    return int(ack.seq)
+
+
+T = TypeVar("T")
+
+
+class CasConflict(RuntimeError):
+    """The KV entry changed under us more times than the retry budget allows."""
+
+
+@dataclass
+class Versioned:
+    value: bytes | None
+    revision: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+async def kv_read(kv: KeyValue, key: str) -> Versioned:
+    try:
+        entry = await kv.get(key)
+    except Exception as exc:  # KeyNotFoundError / KeyDeletedError
+        if "not found" in str(exc).lower() or "deleted" in str(exc).lower() or isinstance(exc, NotFoundError):
+            return Versioned(None, 0)
+        raise
+    return Versioned(entry.value, int(entry.revision or 0))
+
+
+async def kv_cas(kv: KeyValue, key: str, value: bytes, revision: int) -> int:
+    """Write ``value`` only if the entry is still at ``revision`` (0: must not exist).
+
+    Raises ``KeyWrongLastSequenceError`` when someone else wrote first.
+    """
+    if revision == 0:
+        return int(await kv.create(key, value))
+    return int(await kv.update(key, value, last=revision))
+
+
+async def kv_update(
+    kv: KeyValue, key: str, mutate: Callable[[bytes | None], Awaitable[bytes | None] | bytes | None], attempts: int = 20
+) -> tuple[bytes | None, int]:
+    """Read-modify-write with compare-and-set, re-reading on conflict.
+
+    ``mutate`` gets the current value (None when absent) and returns the new value, or
+    None to leave the entry unchanged. Returns the value written (or kept) and its revision.
+    """
+    for _ in range(attempts):
+        current = await kv_read(kv, key)
+        new = mutate(current.value)
+        if hasattr(new, "__await__"):
+            new = await new  # type: ignore[misc]
+        if new is None:
+            return current.value, current.revision
+        try:
+            return new, await kv_cas(kv, key, new, current.revision)  # type: ignore[arg-type]
+        except KeyWrongLastSequenceError:
+            continue
+    raise CasConflict(f"gave up updating {key!r} after {attempts} conflicting writes")

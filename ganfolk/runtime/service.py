@@ -1,0 +1,167 @@
+"""Runs one service: gRPC server + model loading + stage workers, with a clean stop.
+
+Every ``services/<name>/main.py`` exposes a :class:`ServiceDefinition`; ``ganfolk serve``
+hands it to :func:`run_service`. Start-up order matters for health: the gRPC port opens
+NOT_SERVING, the model loads in a thread, then health flips to SERVING and the stage
+workers start fetching. SIGTERM/SIGINT reverse it: NOT_SERVING, workers finish or hand
+back their tasks, ``nc.drain()``, ``server.stop(grace)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from ganfolk.runtime import jetstream, metrics
+from ganfolk.runtime.errors import Transient
+from ganfolk.runtime.grpc_server import GrpcServer, start_grpc_server
+from ganfolk.runtime.logs import configure_logging
+from ganfolk.runtime.settings import ConfigError, Settings
+from ganfolk.runtime.worker import StageHandler, StageWorker
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C")
+
+# service name -> module exposing SERVICE. One table, used by the CLI and the launcher.
+SERVICE_MODULES: dict[str, str] = {
+    "align": "services.align.main",
+    "stylegan": "services.stylegan.main",
+    "clip": "services.clip.main",
+    "vqgan": "services.vqgan.main",
+    "upscale": "services.upscale.main",
+    "text": "services.text.main",
+    "mint": "services.mint.main",
+    "coordinator": "services.coordinator.main",
+}
+
+
+class CoreHolder(Generic[C]):
+    """The loaded core of a service; servicers read it, it is set once loading finishes."""
+
+    def __init__(self) -> None:
+        self._core: C | None = None
+
+    def set(self, core: C) -> None:
+        self._core = core
+
+    @property
+    def ready(self) -> bool:
+        return self._core is not None
+
+    def get(self) -> C:
+        if self._core is None:
+            raise Transient("the model is still loading; retry when health reports SERVING")
+        return self._core
+
+
+@dataclass
+class ServiceDefinition(Generic[C]):
+    """How to run a service: its settings, model loader, servicers and stages."""
+
+    name: str
+    settings_cls: type[Settings]
+    # Full names of the gRPC services, for health and reflection.
+    grpc_services: Sequence[str]
+    # Blocking: loads the model(s). Runs in a thread so health answers meanwhile.
+    load: Callable[[Any], C]
+    # Adds the servicers; they read the core from the holder.
+    add_servicers: Callable[[grpc.aio.Server, CoreHolder[C], Any], None]
+    # The NATS stages the service works on, built from the loaded core.
+    stages: Callable[[C, Any], list[StageHandler[Any]]] = field(default=lambda core, settings: [])
+    default_port: int = 50051
+
+
+def load_definition(name: str) -> ServiceDefinition[Any]:
+    module_name = SERVICE_MODULES.get(name)
+    if module_name is None:
+        raise ConfigError(f"unknown service {name!r}; choose one of {', '.join(SERVICE_MODULES)}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"service {name!r} is not part of this build ({module_name} is missing)") from None
+        raise
+    definition: ServiceDefinition[Any] = module.SERVICE
+    return definition
+
+
+@dataclass
+class RunningService(Generic[C]):
+    grpc: GrpcServer
+    holder: CoreHolder[C]
+    workers: list[StageWorker] = field(default_factory=list)
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+
+async def run_service(
+    definition: ServiceDefinition[C],
+    settings: Settings,
+    on_started: Callable[[RunningService[C]], None] | None = None,
+    install_signal_handlers: bool = True,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``running.stop_event``), then stop gracefully."""
+    configure_logging(settings.service, settings.log_level)
+    if settings.metrics_port is not None:
+        port = metrics.start_metrics_server(settings.metrics_port)
+        log.info("metrics listening", extra={"port": port})
+    holder: CoreHolder[C] = CoreHolder()
+    server = await start_grpc_server(
+        settings, lambda s: definition.add_servicers(s, holder, settings), definition.grpc_services
+    )
+    running = RunningService(server, holder)
+    if install_signal_handlers:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, running.stop_event.set)
+    if on_started:
+        on_started(running)
+    nc = None
+    worker_tasks: list[asyncio.Task[None]] = []
+    try:
+        loading = asyncio.create_task(asyncio.to_thread(definition.load, settings))
+        stopped = asyncio.create_task(running.stop_event.wait())
+        await asyncio.wait({loading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not loading.done():  # asked to stop while loading: the thread finishes on its own
+            log.info("stopping before the model finished loading")
+            return
+        stopped.cancel()
+        core = loading.result()
+        holder.set(core)
+        metrics.MODEL_READY.labels(settings.service).set(1)
+        handlers = definition.stages(core, settings) if settings.worker_enabled else []
+        if handlers:
+            nc = await jetstream.connect(settings.nats_url, name=settings.service)
+            for handler in handlers:
+                worker = StageWorker(nc, handler)
+                await worker.setup()
+                running.workers.append(worker)
+                worker_tasks.append(asyncio.create_task(worker.run()))
+        await server.set_serving(True)
+        log.info("serving", extra={"port": server.port, "stages": [h.stage for h in handlers]})
+        await running.stop_event.wait()
+    finally:
+        log.info("shutting down", extra={"grace_s": settings.grpc_grace_seconds})
+        await server.health.enter_graceful_shutdown()
+        await asyncio.gather(*(w.stop(settings.grpc_grace_seconds) for w in running.workers))
+        for task in worker_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=settings.grpc_grace_seconds + 5)
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        await server.stop(settings.grpc_grace_seconds)
+        metrics.MODEL_READY.labels(settings.service).set(0)
+        log.info("stopped")

@@ -1,0 +1,95 @@
+"""The one settings module: every value comes from a `GANFOLK_*` environment variable.
+
+Services extend :class:`Settings` with their own fields (``services/<name>/config.py``);
+``load_settings`` turns validation problems into a :class:`ConfigError` that names the
+environment variable to fix, so a bad deployment stops at start-up, not mid-job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GANFOLK_"
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or invalid; the message names the variable."""
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class Settings(BaseSettings):
+    """Settings shared by every process. Each field maps to ``GANFOLK_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    service: str = "ganfolk"
+    log_level: str = "INFO"
+    state_dir: Path = Path(".state")
+
+    # gRPC
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    grpc_max_message_mb: int = 32
+    grpc_grace_seconds: float = 10.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    # Prometheus endpoint; disabled when unset.
+    metrics_port: int | None = None
+
+    # NATS JetStream
+    nats_url: str = "nats://127.0.0.1:4222"
+    # Run the stage worker(s) of the service; off for gRPC-only deployments.
+    worker_enabled: bool = True
+    stream_replicas: int = 1
+
+    # Object store: file:///path (embedded default) or s3://bucket?endpoint=host:port
+    store_url: str = "file://.state/objects"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str | None = None
+
+    # Models
+    device: str = "auto"
+    allow_random_weights: bool = False
+
+    def require(self, field: str, why: str = "") -> Any:
+        """Return a field's value or stop with a message naming its variable."""
+        value = getattr(self, field)
+        if value is None or value == "":
+            reason = f" ({why})" if why else ""
+            raise ConfigError(f"{env_name(field)} is required{reason}")
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    def store_credentials(self) -> dict[str, str]:
+        """Credentials for an s3:// store; required only when the store is S3."""
+        if not self.store_url.startswith(("s3://", "http://", "https://")):
+            return {}
+        why = f"the object store is {self.store_url}"
+        return {
+            "access_key": self.require("s3_access_key", why),
+            "secret_key": self.require("s3_secret_key", why),
+        }
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def load_settings(cls: type[S] = Settings, **overrides: Any) -> S:  # type: ignore[assignment]
+    """Read settings from the environment (overrides win, e.g. from CLI flags)."""
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{env_name(field)}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
