@@ -1,0 +1,332 @@
+"""The shared worker loop against a real nats-server: ack, nak, term, dead-letter, redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyWrongLastSequenceError
+
+from ganfolk.runtime import jetstream
+from ganfolk.runtime.errors import Transient
+from ganfolk.runtime.jetstream import StagePolicy
+from ganfolk.runtime.worker import StageHandler, StageWorker, TaskContext
+from ganfolk.v1 import common_pb2, events_pb2, text_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+Handler = Callable[[text_pb2.PromptsRequest, TaskContext], Awaitable[text_pb2.PromptsResponse]]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def task(stage: str, job_id: str, count: int = 2) -> tuple[str, bytes]:
+    task_id = unique("task")
+    meta = common_pb2.TaskMeta(job_id=job_id, task_id=task_id, stage=stage)
+    return task_id, text_pb2.PromptsRequest(count=count, meta=meta).SerializeToString()
+
+
+async def ok_handler(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+    return text_pb2.PromptsResponse(prompts=[text_pb2.PortraitPrompt(text="p")] * req.count)
+
+
+@contextlib.asynccontextmanager
+async def running(nc: NATS, stage: str, handle: Handler, **policy: Any) -> AsyncIterator[StageWorker]:
+    defaults: dict[str, Any] = {"ack_wait": 2.0, "max_deliver": 3, "retry_delays": (0.2,), "fetch_timeout": 0.3}
+    worker = StageWorker(
+        nc, StageHandler(stage, text_pb2.PromptsRequest, handle, "prompts", StagePolicy(**{**defaults, **policy}))
+    )
+    await worker.setup()
+    runner = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        await worker.stop(grace=5)
+        await asyncio.wait_for(runner, 10)
+
+
+async def next_event(sub: Any, timeout: float = 10) -> events_pb2.StageEvent:
+    msg = await sub.next_msg(timeout=timeout)
+    return events_pb2.StageEvent.FromString(msg.data)
+
+
+async def pending(nc: NATS, stage: str) -> tuple[int, int]:
+    info = await nc.jetstream().consumer_info(jetstream.TASKS_STREAM, jetstream.consumer_name(stage))
+    return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+
+
+async def test_success_publishes_result_then_acks(nc: NATS) -> None:
+    stage, job = unique("ok"), unique("job")
+    events = await nc.subscribe(jetstream.event_subject(job))
+    async with running(nc, stage, ok_handler):
+        task_id, payload = task(stage, job, count=3)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        event = await next_event(events)
+        assert event.WhichOneof("outcome") == "result"
+        assert len(event.result.prompts.prompts) == 3
+        assert event.meta.task_id == task_id and event.attempt == 1
+        await asyncio.sleep(0.3)
+        assert await pending(nc, stage) == (0, 0)
+
+
+async def test_duplicate_task_publish_is_dropped(nc: NATS) -> None:
+    stage = unique("dup")
+    js = nc.jetstream()
+    await jetstream.ensure_consumer(js, stage, StagePolicy())
+    task_id, payload = task(stage, unique("job"))
+    first = await jetstream.publish_task(js, stage, payload, task_id)
+    second = await jetstream.publish_task(js, stage, payload, task_id)
+    assert first == second
+    assert (await pending(nc, stage))[0] == 1
+
+
+async def test_transient_failure_is_nakked_and_retried(nc: NATS) -> None:
+    stage, job = unique("nak"), unique("job")
+    attempts: list[int] = []
+
+    async def flaky(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise Transient("GPU busy")
+        return await ok_handler(req, ctx)
+
+    events = await nc.subscribe(jetstream.event_subject(job))
+    async with running(nc, stage, flaky):
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        failure = await next_event(events)
+        assert failure.failure.code == "UNAVAILABLE" and failure.failure.retryable
+        result = await next_event(events)
+        assert result.WhichOneof("outcome") == "result" and result.attempt == 2
+    assert attempts == [1, 2]
+
+
+async def test_bad_input_is_terminated_and_dead_lettered(nc: NATS) -> None:
+    stage, job = unique("term"), unique("job")
+    calls: list[int] = []
+
+    async def strict(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        calls.append(ctx.attempt)
+        raise ValueError("count must be at most 100")
+
+    events = await nc.subscribe(jetstream.event_subject(job))
+    dlq = await nc.subscribe(jetstream.dlq_subject(stage))
+    async with running(nc, stage, strict):
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        event = await next_event(events)
+        assert event.failure.code == "INVALID_ARGUMENT" and not event.failure.retryable
+        assert "count must be at most 100" in event.failure.message
+        dead = await dlq.next_msg(timeout=5)
+        assert dead.data == payload
+        assert dead.headers["Ganfolk-Reason"].startswith("INVALID_ARGUMENT")
+        await asyncio.sleep(0.5)
+    assert calls == [1]
+    assert await pending(nc, stage) == (0, 0)
+
+
+async def test_retries_exhausted_goes_to_dead_letter(nc: NATS) -> None:
+    stage, job = unique("exhaust"), unique("job")
+    calls: list[int] = []
+
+    async def down(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        calls.append(ctx.attempt)
+        raise ConnectionError("LLM endpoint refused")
+
+    dlq = await nc.subscribe(jetstream.dlq_subject(stage))
+    async with running(nc, stage, down, max_deliver=2):
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        dead = await dlq.next_msg(timeout=10)
+        assert dead.headers["Ganfolk-Deliveries"] == "2"
+        assert "refused" in dead.headers["Ganfolk-Reason"]
+    assert calls == [1, 2]
+
+
+async def test_undecodable_task_is_dead_lettered(nc: NATS) -> None:
+    stage = unique("garbage")
+    dlq = await nc.subscribe(jetstream.dlq_subject(stage))
+    async with running(nc, stage, ok_handler):
+        await jetstream.publish_task(nc.jetstream(), stage, b"\xff\xff\xff not protobuf", unique("t"))
+        dead = await dlq.next_msg(timeout=5)
+        assert "undecodable PromptsRequest" in dead.headers["Ganfolk-Reason"]
+
+
+async def test_heartbeat_keeps_long_task_from_redelivery(nc: NATS) -> None:
+    stage, job = unique("long"), unique("job")
+    calls: list[int] = []
+
+    async def slow(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        calls.append(ctx.attempt)
+        await asyncio.sleep(3.0)  # three times the ack wait
+        return await ok_handler(req, ctx)
+
+    events = await nc.subscribe(jetstream.event_subject(job))
+    async with running(nc, stage, slow, ack_wait=1.0, concurrency=2):
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        event = await next_event(events, timeout=15)
+        assert event.WhichOneof("outcome") == "result"
+    assert calls == [1]
+
+
+async def test_progress_events_reach_subscribers(nc: NATS) -> None:
+    stage, job = unique("progress"), unique("job")
+
+    async def reporting(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        await ctx.progress(50.0, "half way")
+        return await ok_handler(req, ctx)
+
+    events = await nc.subscribe(jetstream.event_subject(job))
+    async with running(nc, stage, reporting):
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        progress = await next_event(events)
+        assert progress.progress.percent == 50.0 and progress.progress.message == "half way"
+        assert (await next_event(events)).WhichOneof("outcome") == "result"
+
+
+async def test_task_of_dead_consumer_moves_to_dlq_after_max_deliveries(nc: NATS) -> None:
+    """Workers that crash on every delivery never ack; the advisory moves the task aside."""
+    stage, job = unique("crashy"), unique("job")
+    js = nc.jetstream()
+    policy = StagePolicy(ack_wait=0.5, max_deliver=2, fetch_timeout=0.3)
+    watcher = StageWorker(nc, StageHandler(stage, text_pb2.PromptsRequest, ok_handler, "prompts", policy))
+    await watcher.setup()  # subscribes to the advisory; its loop is not run
+    dlq = await nc.subscribe(jetstream.dlq_subject(stage))
+    events = await nc.subscribe(jetstream.event_subject(job))
+    task_id, payload = task(stage, job)
+    await jetstream.publish_task(js, stage, payload, task_id)
+    crashing = await js.pull_subscribe_bind(durable=jetstream.consumer_name(stage), stream=jetstream.TASKS_STREAM)
+    for _ in range(2):  # fetch and "crash": never ack
+        msgs = await crashing.fetch(1, timeout=5)
+        assert msgs[0].data == payload
+    # The server checks max deliveries when it would deliver again, i.e. on the next pull.
+    with contextlib.suppress(Exception):
+        await crashing.fetch(1, timeout=2)
+    dead = await dlq.next_msg(timeout=10)
+    assert dead.data == payload and "no ack after 2 deliveries" in dead.headers["Ganfolk-Reason"]
+    failure = await next_event(events)
+    assert failure.failure.code == "DEADLINE_EXCEEDED" and failure.meta.task_id == task_id
+    await asyncio.sleep(0.3)
+    assert (await pending(nc, stage))[0] == 0
+    await watcher.stop(1)
+
+
+def start_sample_service(nats_url: str, stage: str, calls: Path, **env: str) -> subprocess.Popen[bytes]:
+    full_env = {
+        **os.environ,
+        "GANFOLK_NATS_URL": nats_url,
+        "GANFOLK_GRPC_PORT": "0",
+        "GANFOLK_GRPC_GRACE_SECONDS": env.pop("GRACE", "20"),
+        "SAMPLE_STAGE": stage,
+        "SAMPLE_CALLS_FILE": str(calls),
+        **env,
+    }
+    return subprocess.Popen([sys.executable, "-m", "tests.runtime.sample_service"], cwd=ROOT, env=full_env)
+
+
+async def wait_for_calls(calls: Path, n: int, timeout: float = 20) -> list[str]:
+    for _ in range(int(timeout / 0.1)):
+        if calls.exists() and len(lines := calls.read_text().splitlines()) >= n:
+            return lines
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"expected {n} handler calls, saw {calls.read_text() if calls.exists() else 'none'}")
+
+
+async def test_killed_worker_task_is_redelivered_not_lost(nc: NATS, nats_server: Any, tmp_path: Path) -> None:
+    stage, job = unique("killed"), unique("job")
+    calls = tmp_path / "calls.txt"
+    events = await nc.subscribe(jetstream.event_subject(job))
+    victim = start_sample_service(nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="60", SAMPLE_ACK_WAIT="1")
+    try:
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        await wait_for_calls(calls, 1)
+        victim.send_signal(signal.SIGKILL)  # dies mid-task without acking
+        victim.wait(10)
+        survivor = start_sample_service(nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="0", SAMPLE_ACK_WAIT="1")
+        try:
+            event = await next_event(events, timeout=30)
+            assert event.WhichOneof("outcome") == "result" and event.meta.task_id == task_id
+            assert event.attempt == 2
+        finally:
+            survivor.terminate()
+            survivor.wait(30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    lines = calls.read_text().splitlines()
+    assert [line.split()[:2] for line in lines] == [[task_id, "1"], [task_id, "2"]]
+
+
+async def test_sigterm_lets_inflight_task_finish(nc: NATS, nats_server: Any, tmp_path: Path) -> None:
+    stage, job = unique("sigterm"), unique("job")
+    calls = tmp_path / "calls.txt"
+    events = await nc.subscribe(jetstream.event_subject(job))
+    proc = start_sample_service(nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="2", SAMPLE_ACK_WAIT="5")
+    try:
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        await wait_for_calls(calls, 1)
+        proc.send_signal(signal.SIGTERM)
+        event = await next_event(events, timeout=20)
+        assert event.WhichOneof("outcome") == "result" and event.attempt == 1
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert await pending(nc, stage) == (0, 0)
+
+
+async def test_sigterm_past_grace_hands_task_back(nc: NATS, nats_server: Any, tmp_path: Path) -> None:
+    stage, job = unique("handback"), unique("job")
+    calls = tmp_path / "calls.txt"
+    events = await nc.subscribe(jetstream.event_subject(job))
+    proc = start_sample_service(
+        nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="60", SAMPLE_ACK_WAIT="30", GRACE="0.5"
+    )
+    task_id, payload = task(stage, job)
+    try:
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        await wait_for_calls(calls, 1)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # nak'ed without delay: picked up at once by the next worker, well before the 30 s ack wait.
+    async with running(nc, stage, ok_handler, ack_wait=30.0):
+        event = await next_event(events, timeout=10)
+        assert event.WhichOneof("outcome") == "result" and event.meta.task_id == task_id
+        assert event.attempt == 2
+
+
+async def test_kv_compare_and_set_conflict(nc: NATS) -> None:
+    kv = await jetstream.ensure_kv(nc.jetstream(), unique("kvtest"))
+    rev = await jetstream.kv_cas(kv, "job-1", b"v1", 0)
+    with pytest.raises(KeyWrongLastSequenceError):
+        await jetstream.kv_cas(kv, "job-1", b"again", 0)  # create when it exists
+    await jetstream.kv_cas(kv, "job-1", b"v2", rev)
+    with pytest.raises(KeyWrongLastSequenceError):
+        await jetstream.kv_cas(kv, "job-1", b"stale", rev)  # someone wrote since rev
+
+    async def bump(_: int) -> None:
+        def inc(value: bytes | None) -> bytes:
+            return str(int(value or b"0") + 1).encode()
+
+        await jetstream.kv_update(kv, "counter", inc)
+
+    await asyncio.gather(*(bump(i) for i in range(20)))
+    assert (await jetstream.kv_read(kv, "counter")).value == b"20"
