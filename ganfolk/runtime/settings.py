@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     worker_enabled: bool = True
     stream_replicas: int = 1
 
-    # Object store: file:///path (embedded default) or s3://bucket?endpoint=host:port
-    store_url: str = "file://.state/objects"
+    # Object store: a path or file:///path (embedded default), or s3://bucket?endpoint=host:port
+    store_url: str = ".state/objects"
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_region: str | None = None
@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Models
     device: str = "auto"
     allow_random_weights: bool = False
+    # Largest image (width x height) any service decodes; guards against decompression bombs.
+    max_image_pixels: int = 40_000_000
+    # Largest inline image a gRPC caller may send.
+    max_inline_image_mb: int = 16
 
     def require(self, field: str, why: str = "") -> Any:
         """Return a field's value or stop with a message naming its variable."""
