@@ -47,7 +47,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 try:
                     return await inner(request, context)
                 except BaseException as exc:
-                    code = await self._fail(exc, context, name)
+                    code, details = self._classify(exc, context, name)
+                    if details is not None:  # abort() raises AbortError in place of exc
+                        await context.abort(grpc.StatusCode[code], details)
                     raise
                 finally:
                     self._observe(name, code, start)
@@ -65,7 +67,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     async for item in inner_stream(request, context):
                         yield item
                 except BaseException as exc:
-                    code = await self._fail(exc, context, name)
+                    code, details = self._classify(exc, context, name)
+                    if details is not None:  # abort() raises AbortError in place of exc
+                        await context.abort(grpc.StatusCode[code], details)
                     raise
                 finally:
                     self._observe(name, code, start)
@@ -75,20 +79,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return handler
 
-    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> str:
+    def _classify(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> tuple[str, str | None]:
+        """Status code name of a failed RPC, and the details to abort with (None: already aborted)."""
         if isinstance(exc, grpc.aio.AbortError):
             code = context.code()
-            return code.name if code is not None else "UNKNOWN"
-        if isinstance(exc, GeneratorExit | KeyboardInterrupt | SystemExit):
-            return "CANCELLED"
-        if isinstance(exc, BaseException) and not isinstance(exc, Exception):
-            return "CANCELLED"
+            return (code.name if code is not None else "UNKNOWN"), None
+        if not isinstance(exc, Exception):  # cancellation, interpreter exit
+            return "CANCELLED", None
         verdict = classify(exc)
         level = logging.ERROR if verdict.code == grpc.StatusCode.INTERNAL else logging.INFO
         log.log(level, "rpc %s failed: %s", method, describe(exc), exc_info=level == logging.ERROR)
-        # abort() raises AbortError, which the caller re-raises in place of exc.
-        await context.abort(verdict.code, describe(exc))
-        return verdict.code.name  # pragma: no cover
+        return verdict.code.name, describe(exc)
 
     def _observe(self, method: str, code: str, start: float) -> None:
         metrics.RPC_REQUESTS.labels(self.service, method, code).inc()

@@ -25,6 +25,7 @@ from ganfolk.runtime.errors import Transient
 from ganfolk.runtime.grpc_server import GrpcServer, start_grpc_server
 from ganfolk.runtime.logs import configure_logging
 from ganfolk.runtime.settings import ConfigError, Settings
+from ganfolk.runtime.storage import ObjectStore, open_store
 from ganfolk.runtime.worker import StageHandler, StageWorker
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,10 @@ class ServiceDefinition(Generic[C]):
     grpc_services: Sequence[str]
     # Blocking: loads the model(s). Runs in a thread so health answers meanwhile.
     load: Callable[[Any], C]
-    # Adds the servicers; they read the core from the holder.
-    add_servicers: Callable[[grpc.aio.Server, CoreHolder[C], Any], None]
+    # Adds the servicers; they read the core from the holder once it is loaded.
+    add_servicers: Callable[[grpc.aio.Server, CoreHolder[C], ObjectStore, Any], None]
     # The NATS stages the service works on, built from the loaded core.
-    stages: Callable[[C, Any], list[StageHandler[Any]]] = field(default=lambda core, settings: [])
+    stages: Callable[[C, ObjectStore, Any], list[StageHandler[Any]]] = field(default=lambda core, store, s: [])
     default_port: int = 50051
 
 
@@ -111,15 +112,19 @@ async def run_service(
     settings: Settings,
     on_started: Callable[[RunningService[C]], None] | None = None,
     install_signal_handlers: bool = True,
+    setup_logging: bool = True,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``running.stop_event``), then stop gracefully."""
-    configure_logging(settings.service, settings.log_level)
+    if setup_logging:
+        configure_logging(settings.service, settings.log_level)
     if settings.metrics_port is not None:
         port = metrics.start_metrics_server(settings.metrics_port)
         log.info("metrics listening", extra={"port": port})
     holder: CoreHolder[C] = CoreHolder()
+    # The one storage client of the process, shared by the gRPC and NATS adapters.
+    store = open_store(settings.store_url, **settings.store_credentials())
     server = await start_grpc_server(
-        settings, lambda s: definition.add_servicers(s, holder, settings), definition.grpc_services
+        settings, lambda s: definition.add_servicers(s, holder, store, settings), definition.grpc_services
     )
     running = RunningService(server, holder)
     if install_signal_handlers:
@@ -141,7 +146,7 @@ async def run_service(
         core = loading.result()
         holder.set(core)
         metrics.MODEL_READY.labels(settings.service).set(1)
-        handlers = definition.stages(core, settings) if settings.worker_enabled else []
+        handlers = definition.stages(core, store, settings) if settings.worker_enabled else []
         if handlers:
             nc = await jetstream.connect(settings.nats_url, name=settings.service)
             for handler in handlers:
@@ -164,4 +169,5 @@ async def run_service(
                 await nc.drain()
         await server.stop(settings.grpc_grace_seconds)
         metrics.MODEL_READY.labels(settings.service).set(0)
+        store.close()
         log.info("stopped")

@@ -18,6 +18,7 @@ import grpc
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.service import CoreHolder, ServiceDefinition, run_service
 from ganfolk.runtime.settings import Settings, load_settings
+from ganfolk.runtime.storage import ObjectStore
 from ganfolk.runtime.worker import StageHandler, TaskContext
 from ganfolk.v1 import text_pb2, text_pb2_grpc
 
@@ -46,7 +47,7 @@ def load(settings: Settings) -> Core:
     return Core()
 
 
-def stages(core: Core, settings: Settings) -> list[StageHandler[Any]]:
+def stages(core: Core, store: ObjectStore, settings: Settings) -> list[StageHandler[Any]]:
     async def handle(request: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
         if core.calls_file:
             with Path(core.calls_file).open("a") as f:
@@ -63,7 +64,7 @@ def stages(core: Core, settings: Settings) -> list[StageHandler[Any]]:
     return [StageHandler(os.environ.get("SAMPLE_STAGE", "sample-test"), text_pb2.PromptsRequest, handle, "prompts", policy)]
 
 
-def add_servicers(server: grpc.aio.Server, holder: CoreHolder[Core], settings: Settings) -> None:
+def add_servicers(server: grpc.aio.Server, holder: CoreHolder[Core], store: ObjectStore, settings: Settings) -> None:
     text_pb2_grpc.add_TextServiceServicer_to_server(Servicer(holder), server)
 
 
