@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from ganfolk.runtime.settings import ConfigError, Settings
-from ganfolk.runtime.storage import open_store, parse_uri
+from ganfolk.runtime.storage import open_store
 from ganfolk.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ def fetch_weights(source: str, settings: Settings, sha256: str | None = None, va
     a local file is verified against ``sha256`` when one is given.
     """
     name = f" ({variable})" if variable else ""
-    if source.startswith(("s3://", "http://", "https://")):
-        scheme, bucket, key = parse_uri(source)
-        cache = settings.state_dir / "weights" / bucket / key
-        if not cache.exists() or (sha256 and file_sha256(cache) != sha256.lower()):
-            store = open_store(source.rsplit("/", len(key.split("/")))[0], **settings.store_credentials())
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            store.get_file(key, cache, sha256)
-        path = cache
+    if source.startswith("s3://"):
+        # Weights live in the service's own store (its endpoint and credentials).
+        store = open_store(settings.store_url, **settings.store_credentials())
+        key = store.key_from_uri(source)
+        path = settings.state_dir / "weights" / key
+        if not path.exists() or (sha256 and file_sha256(path) != sha256.lower()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            store.get_file(key, path, sha256)
     else:
         path = Path(source.removeprefix("file://"))
     if not path.is_file():

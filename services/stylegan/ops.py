@@ -90,6 +90,7 @@ async def sample(
     for s in samples:
         ref = await store_image(store, f"{prefix}/seed-{s.seed}.png", s.image)
         if request.inline_images:
+            # ImageRef.source is a oneof: the caller asked for bytes, the stored copy stays for retries.
             ref.inline_data = inline_ref(s.image).inline_data
         out = response.samples.add(seed=s.seed, image=ref)
         if request.return_latents:

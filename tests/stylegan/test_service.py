@@ -1,0 +1,170 @@
+"""StyleGAN2 service over real gRPC and a real nats-server, with the golden checkpoint."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from nats.aio.client import Client as NATS
+from PIL import Image
+
+from ganfolk.runtime import jetstream
+from ganfolk.runtime.settings import ConfigError
+from ganfolk.runtime.storage import open_store
+from ganfolk.v1 import common_pb2, events_pb2, stylegan_pb2, stylegan_pb2_grpc
+from services.stylegan.main import SERVICE
+from tests.fixtures.services import serving
+
+GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "golden" / "stylegan2_tiny.pt"
+if not GOLDEN.exists():
+    GOLDEN = Path("/work/shared/golden/stylegan2_tiny.pt")
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture
+def service_env(tmp_path: Path) -> dict[str, Any]:
+    return {"store_url": str(tmp_path / "objects"), "worker_enabled": False}
+
+
+async def test_sample_is_deterministic_across_batch_sizes(monkeypatch: pytest.MonkeyPatch, service_env) -> None:
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(GOLDEN))
+    async with serving(SERVICE, **service_env) as (_, channel):
+        stub = stylegan_pb2_grpc.StyleGANServiceStub(channel)
+        one = await stub.Sample(
+            stylegan_pb2.SampleRequest(seed_list=stylegan_pb2.SeedList(seeds=[5, 6, 7]), batch_size=1, inline_images=True)
+        )
+        three = await stub.Sample(
+            stylegan_pb2.SampleRequest(
+                seed_range=stylegan_pb2.SeedRange(start=5, count=3), batch_size=3, inline_images=True, return_latents=True
+            )
+        )
+    assert [s.seed for s in one.samples] == [5, 6, 7] == [s.seed for s in three.samples]
+    for a, b in zip(one.samples, three.samples, strict=True):
+        # Same z per seed at any batch size; batched float32 convs may round one level apart.
+        diff = np.abs(pixels(a.image.inline_data).astype(int) - pixels(b.image.inline_data).astype(int))
+        assert diff.max() <= 1, f"seed {a.seed}: max pixel difference {diff.max()}"
+        assert a.image.width == a.image.height == 32 and a.image.WhichOneof("source") == "inline_data"
+    assert len(three.samples[0].w_latent) == 64
+    assert not np.array_equal(pixels(one.samples[0].image.inline_data), pixels(one.samples[1].image.inline_data))
+    prov = three.provenance
+    assert prov.seeds == [5, 6, 7] and prov.models[0].name == "stylegan2-rosinality"
+    assert not prov.models[0].random_weights
+
+
+async def test_truncation_and_noise_modes(monkeypatch: pytest.MonkeyPatch, service_env) -> None:
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(GOLDEN))
+    async with serving(SERVICE, **service_env) as (_, channel):
+        stub = stylegan_pb2_grpc.StyleGANServiceStub(channel)
+
+        async def one(**kw: Any) -> np.ndarray:
+            reply = await stub.Sample(
+                stylegan_pb2.SampleRequest(seed_list=stylegan_pb2.SeedList(seeds=[1]), inline_images=True, **kw)
+            )
+            return pixels(reply.samples[0].image.inline_data)
+
+        base = await one()
+        assert np.array_equal(base, await one())
+        assert not np.array_equal(base, await one(truncation_psi=0.5))
+        noisy = await one(noise_mode=stylegan_pb2.NOISE_MODE_RANDOM)
+        assert np.array_equal(noisy, await one(noise_mode=stylegan_pb2.NOISE_MODE_RANDOM))
+        assert not np.array_equal(base, noisy)
+        assert not np.array_equal(base, await one(latent_distribution=stylegan_pb2.LATENT_DISTRIBUTION_NORMAL))
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "message"),
+    [
+        ({}, "set seed_list or seed_range"),
+        ({"seed_range": stylegan_pb2.SeedRange(start=0, count=0)}, "count must be at least 1"),
+        ({"seed_range": stylegan_pb2.SeedRange(start=0, count=5000)}, "at most 1000 per request"),
+        ({"seed_list": stylegan_pb2.SeedList(seeds=[-1])}, "seeds must be >= 0"),
+        ({"seed_list": stylegan_pb2.SeedList(seeds=[1]), "truncation_psi": 1.5}, "truncation_psi must be in [0, 1]"),
+        ({"seed_list": stylegan_pb2.SeedList(seeds=[1]), "output_prefix": "../escape"}, "key"),
+    ],
+)
+async def test_bad_requests_are_invalid_argument(
+    monkeypatch: pytest.MonkeyPatch, service_env, request_kwargs: dict[str, Any], message: str
+) -> None:
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(GOLDEN))
+    async with serving(SERVICE, **service_env) as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stylegan_pb2_grpc.StyleGANServiceStub(channel).Sample(stylegan_pb2.SampleRequest(**request_kwargs))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (err.value.details() or "")
+
+
+async def test_missing_checkpoint_stops_startup(monkeypatch: pytest.MonkeyPatch, service_env) -> None:
+    monkeypatch.delenv("GANFOLK_STYLEGAN_CHECKPOINT", raising=False)
+    monkeypatch.delenv("GANFOLK_ALLOW_RANDOM_WEIGHTS", raising=False)
+    with pytest.raises(ConfigError, match="GANFOLK_STYLEGAN_CHECKPOINT is required"):
+        async with serving(SERVICE, **service_env):
+            pass
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(service_env["store_url"]) + "/nope.pt")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        async with serving(SERVICE, **service_env):
+            pass
+
+
+async def test_random_weights_are_marked(monkeypatch: pytest.MonkeyPatch, service_env) -> None:
+    monkeypatch.delenv("GANFOLK_STYLEGAN_CHECKPOINT", raising=False)
+    monkeypatch.setenv("GANFOLK_ALLOW_RANDOM_WEIGHTS", "1")
+    monkeypatch.setenv("GANFOLK_STYLEGAN_RANDOM_SIZE", "32")
+    async with serving(SERVICE, **service_env) as (_, channel):
+        reply = await stylegan_pb2_grpc.StyleGANServiceStub(channel).Sample(
+            stylegan_pb2.SampleRequest(seed_list=stylegan_pb2.SeedList(seeds=[0]))
+        )
+    assert reply.provenance.models[0].random_weights
+
+
+async def test_sample_stage_over_nats_into_s3(
+    monkeypatch: pytest.MonkeyPatch, nc: NATS, nats_server: Any, s3_server: Any
+) -> None:
+    bucket = f"samples-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(GOLDEN))
+    monkeypatch.setenv("GANFOLK_S3_ACCESS_KEY", s3_server.access_key)
+    monkeypatch.setenv("GANFOLK_S3_SECRET_KEY", s3_server.secret_key)
+    store_url = f"s3://{bucket}?endpoint={s3_server.endpoint}&secure=false"
+    job = f"job-{uuid.uuid4().hex[:8]}"
+    events = await nc.subscribe(jetstream.event_subject(job))
+    async with serving(SERVICE, store_url=store_url, nats_url=nats_server.url):
+        meta = common_pb2.TaskMeta(job_id=job, task_id=f"{job}.sample.0", stage="sample", output_prefix=f"{job}/s0")
+        task = stylegan_pb2.SampleRequest(seed_range=stylegan_pb2.SeedRange(start=10, count=4), meta=meta)
+        await jetstream.publish_task(nc.jetstream(), "sample", task.SerializeToString(), meta.task_id)
+        event = events_pb2.StageEvent.FromString((await events.next_msg(timeout=60)).data)
+    assert event.WhichOneof("outcome") == "result"
+    samples = event.result.sample.samples
+    assert [s.seed for s in samples] == [10, 11, 12, 13]
+    store = open_store(store_url, access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    data = store.get_uri(samples[0].image.uri, samples[0].image.sha256)
+    assert pixels(data).shape == (32, 32, 3)
+    assert samples[0].image.uri == f"s3://{bucket}/{job}/s0/seed-10.png"
+
+
+async def test_checkpoint_from_object_store_uri_with_checksum(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ganfolk.runtime.models import file_sha256
+
+    store_url = str(tmp_path / "objects")
+    store = open_store(store_url)
+    info = store.put_file("weights/stylegan2_tiny.pt", GOLDEN)
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", info.uri)
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT_SHA256", file_sha256(GOLDEN))
+    monkeypatch.setenv("GANFOLK_STATE_DIR", str(tmp_path / "state"))
+    async with serving(SERVICE, store_url=store_url, worker_enabled=False) as (_, channel):
+        reply = await stylegan_pb2_grpc.StyleGANServiceStub(channel).Sample(
+            stylegan_pb2.SampleRequest(seed_list=stylegan_pb2.SeedList(seeds=[3]))
+        )
+    assert reply.provenance.models[0].sha256 == file_sha256(GOLDEN)
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="sha256"):
+        async with serving(SERVICE, store_url=store_url, worker_enabled=False):
+            pass
