@@ -30,7 +30,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from ganfolk import local
 
-    stack = local.up(args.services or None, state_dir=args.state_dir, store=args.store, timeout=args.timeout)
+    stack = local.up(
+        args.services or None,
+        state_dir=args.state_dir,
+        store=args.store,
+        timeout=args.timeout,
+        allow_random_weights=args.allow_random_weights,
+    )
     print(stack.describe())
     return 0
 
@@ -75,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("services", nargs="*", help="services to start (default: every available one)")
             p.add_argument("--store", choices=("file", "s3"), default="file", help="object store backend")
             p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health")
+            p.add_argument(
+                "--allow-random-weights",
+                action="store_true",
+                help="demo mode: services without configured weights start with random ones (marked in provenance)",
+            )
         p.set_defaults(func=func)
     return parser
 

@@ -1,0 +1,268 @@
+"""Local stack: nats-server with JetStream, an object store and services as processes.
+
+``ganfolk up`` starts them detached (state, logs and a ``stack.json`` under the state
+directory), waits until every service's gRPC health check reports SERVING, and
+``ganfolk down`` stops them with SIGTERM (services first, then the store and the broker).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ganfolk.runtime.service import SERVICE_MODULES
+from ganfolk.runtime.settings import ConfigError
+
+DEFAULT_PORTS = {
+    "coordinator": 50051,
+    "align": 50061,
+    "stylegan": 50062,
+    "clip": 50063,
+    "vqgan": 50064,
+    "upscale": 50065,
+    "text": 50066,
+    "mint": 50067,
+}
+NATS_PORT = 4222
+S3_ACCESS_KEY = "ganfolk-local"
+S3_SECRET_KEY = "ganfolk-local-secret"
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    log: str
+    port: int = 0
+
+
+@dataclass
+class Stack:
+    state_dir: str
+    nats_url: str
+    store_url: str
+    processes: list[Proc] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [f"state: {self.state_dir}", f"nats:  {self.nats_url}", f"store: {self.store_url}"]
+        for p in self.processes:
+            where = f"127.0.0.1:{p.port}" if p.port else ""
+            lines.append(f"  {p.name:<12} pid {p.pid:<8} {where:<18} log {p.log}")
+        return "\n".join(lines)
+
+
+def state_path(state_dir: str | None) -> Path:
+    return Path(state_dir or os.environ.get("GANFOLK_STATE_DIR", ".state")).resolve()
+
+
+def available_services() -> list[str]:
+    """Services whose code is part of this checkout."""
+    return [name for name, module in SERVICE_MODULES.items() if importlib.util.find_spec(module) is not None]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pick_port(preferred: int) -> int:
+    return preferred if _port_free(preferred) else _free_port()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}; see {log}:\n{_tail(log)}")
+        if not _port_free(port):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s; see {log}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        # A new session: the stack outlives this command and Ctrl-C in the shell.
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _health(port: int) -> str:
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    except grpc.RpcError as exc:
+        return f"unreachable ({exc.code().name})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def up(
+    services: list[str] | None = None,
+    state_dir: str | None = None,
+    store: str = "file",
+    timeout: float = 180.0,
+    allow_random_weights: bool = False,
+) -> Stack:
+    """Start the stack and wait for health; on failure, stop what was started."""
+    state = state_path(state_dir)
+    manifest = state / "stack.json"
+    if manifest.exists():
+        old = _load(manifest)
+        if any(_alive(p.pid) for p in old.processes):
+            raise ConfigError(f"a stack is already running from {state}; run `ganfolk down` first")
+    chosen = services or available_services()
+    missing = [s for s in chosen if s not in available_services()]
+    if missing:
+        raise ConfigError(f"not part of this build: {', '.join(missing)}; available: {', '.join(available_services())}")
+    logs = state / "logs"
+    nats_bin = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not Path(nats_bin).exists():
+        raise ConfigError("nats-server is not installed; run `make setup`")
+
+    stack = Stack(str(state), "", "")
+    try:
+        nats_port = _pick_port(NATS_PORT)
+        proc = _spawn(
+            [nats_bin, "-js", "-a", "127.0.0.1", "-p", str(nats_port), "-sd", str(state / "nats")], logs / "nats.log"
+        )
+        stack.processes.append(Proc("nats-server", proc.pid, str(logs / "nats.log"), nats_port))
+        _wait_port(nats_port, proc, logs / "nats.log", 20)
+        stack.nats_url = f"nats://127.0.0.1:{nats_port}"
+
+        env = {**os.environ, "GANFOLK_NATS_URL": stack.nats_url, "GANFOLK_STATE_DIR": str(state)}
+        if store == "s3":
+            s3_port = _free_port()
+            proc = _spawn(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)], logs / "s3.log"
+            )
+            stack.processes.append(Proc("s3 (moto)", proc.pid, str(logs / "s3.log"), s3_port))
+            _wait_port(s3_port, proc, logs / "s3.log", 60)
+            stack.store_url = f"s3://ganfolk?endpoint=127.0.0.1:{s3_port}&secure=false"
+            env.update(GANFOLK_S3_ACCESS_KEY=S3_ACCESS_KEY, GANFOLK_S3_SECRET_KEY=S3_SECRET_KEY)
+        else:
+            stack.store_url = str(state / "objects")
+        env["GANFOLK_STORE_URL"] = stack.store_url
+        if allow_random_weights:
+            env.setdefault("GANFOLK_ALLOW_RANDOM_WEIGHTS", "1")
+
+        started: list[tuple[Proc, subprocess.Popen[bytes]]] = []
+        for name in chosen:
+            port = _pick_port(DEFAULT_PORTS[name])
+            log = logs / f"{name}.log"
+            svc_env = {**env, "GANFOLK_SERVICE": name, "GANFOLK_GRPC_PORT": str(port)}
+            proc = _spawn([sys.executable, "-m", "ganfolk.cli", "serve", name], log, svc_env)
+            entry = Proc(name, proc.pid, str(log), port)
+            stack.processes.append(entry)
+            started.append((entry, proc))
+        _save(manifest, stack)
+        deadline = time.monotonic() + timeout
+        for entry, proc in started:
+            while (status := _health(entry.port)) != "SERVING":
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{entry.name} exited with {proc.returncode}; see {entry.log}:\n{_tail(Path(entry.log))}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{entry.name} not SERVING after {timeout}s ({status}); see {entry.log}")
+                time.sleep(0.2)
+    except BaseException:
+        _stop(stack)
+        manifest.unlink(missing_ok=True)
+        raise
+    return stack
+
+
+def _save(path: Path, stack: Stack) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(stack), indent=2))
+
+
+def _load(path: Path) -> Stack:
+    data = json.loads(path.read_text())
+    return Stack(
+        data["state_dir"], data["nats_url"], data["store_url"], [Proc(**p) for p in data.get("processes", [])]
+    )
+
+
+def _stop(stack: Stack, timeout: float = 30.0) -> list[str]:
+    report = []
+    # Services first (they drain NATS and finish in-flight work), then the store and broker.
+    for proc in reversed(stack.processes):
+        if not _alive(proc.pid):
+            continue
+        os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(proc.pid) and time.monotonic() < deadline:
+            _reap(proc.pid)
+            time.sleep(0.05)
+        if _alive(proc.pid):
+            os.kill(proc.pid, signal.SIGKILL)
+            report.append(f"{proc.name}: killed after {timeout}s")
+        else:
+            report.append(f"{proc.name}: stopped")
+    return report
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def down(state_dir: str | None = None) -> str:
+    manifest = state_path(state_dir) / "stack.json"
+    if not manifest.exists():
+        return "no stack is running"
+    report = _stop(_load(manifest))
+    manifest.unlink()
+    return "\n".join(report) or "nothing was running"
+
+
+def status(state_dir: str | None = None) -> tuple[str, bool]:
+    manifest = state_path(state_dir) / "stack.json"
+    if not manifest.exists():
+        return "no stack is running", False
+    stack = _load(manifest)
+    lines, healthy = [stack.describe(), ""], True
+    for p in stack.processes:
+        alive = _alive(p.pid)
+        health = _health(p.port) if alive and p.name in SERVICE_MODULES else ("running" if alive else "dead")
+        healthy &= alive and health in ("SERVING", "running")
+        lines.append(f"{p.name:<12} {health}")
+    return "\n".join(lines), healthy
