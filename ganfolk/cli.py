@@ -7,8 +7,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from ganfolk.runtime.settings import ConfigError, load_settings
 from ganfolk.runtime.service import SERVICE_MODULES, load_definition, run_service
+from ganfolk.runtime.settings import ConfigError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", _status, "show the local stack's processes and health"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--state-dir", default=None, help="state directory (GANFOLK_STATE_DIR, default .state)")
+        p.add_argument(
+            "--state-dir", default=None, help="state directory (GANFOLK_STATE_DIR, default .state)"
+        )
         if name == "up":
             p.add_argument("services", nargs="*", help="services to start (default: every available one)")
             p.add_argument("--store", choices=("file", "s3"), default="file", help="object store backend")
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--allow-random-weights",
                 action="store_true",
-                help="demo mode: services without configured weights start with random ones (marked in provenance)",
+                help="demo mode: services without weights start with random ones (marked in provenance)",
             )
         p.set_defaults(func=func)
     return parser

@@ -115,7 +115,9 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 def _health(port: int) -> str:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2
+            )
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     except grpc.RpcError as exc:
         return f"unreachable ({exc.code().name})"
@@ -148,7 +150,9 @@ def up(
     chosen = services or available_services()
     missing = [s for s in chosen if s not in available_services()]
     if missing:
-        raise ConfigError(f"not part of this build: {', '.join(missing)}; available: {', '.join(available_services())}")
+        raise ConfigError(
+            f"not part of this build: {', '.join(missing)}; available: {', '.join(available_services())}"
+        )
     logs = state / "logs"
     nats_bin = shutil.which("nats-server") or "/usr/sbin/nats-server"
     if not Path(nats_bin).exists():
@@ -158,7 +162,8 @@ def up(
     try:
         nats_port = _pick_port(NATS_PORT)
         proc = _spawn(
-            [nats_bin, "-js", "-a", "127.0.0.1", "-p", str(nats_port), "-sd", str(state / "nats")], logs / "nats.log"
+            [nats_bin, "-js", "-a", "127.0.0.1", "-p", str(nats_port), "-sd", str(state / "nats")],
+            logs / "nats.log",
         )
         stack.processes.append(Proc("nats-server", proc.pid, str(logs / "nats.log"), nats_port))
         _wait_port(nats_port, proc, logs / "nats.log", 20)
@@ -195,10 +200,12 @@ def up(
             while (status := _health(entry.port)) != "SERVING":
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"{entry.name} exited with {proc.returncode}; see {entry.log}:\n{_tail(Path(entry.log))}"
+                        f"{entry.name} exited with {proc.returncode}; see {entry.log}:\n{_tail(Path(entry.log))}"  # noqa: E501
                     )
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{entry.name} not SERVING after {timeout}s ({status}); see {entry.log}")
+                    raise TimeoutError(
+                        f"{entry.name} not SERVING after {timeout}s ({status}); see {entry.log}"
+                    )
                 time.sleep(0.2)
     except BaseException:
         _stop(stack)

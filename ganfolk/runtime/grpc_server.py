@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
 from ganfolk.runtime import metrics
@@ -79,7 +79,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return handler
 
-    def _classify(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> tuple[str, str | None]:
+    def _classify(
+        self, exc: BaseException, context: grpc.aio.ServicerContext, method: str
+    ) -> tuple[str, str | None]:
         """Status code name of a failed RPC, and the details to abort with (None: already aborted)."""
         if isinstance(exc, grpc.aio.AbortError):
             code = context.code()
@@ -104,7 +106,9 @@ class GrpcServer:
     service_names: Sequence[str]
 
     async def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in (*self.service_names, ""):
             await self.health.set(name, status)
 

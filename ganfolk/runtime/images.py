@@ -42,7 +42,9 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except ValueError:
         raise
     except UnidentifiedImageError:
-        raise ValueError("not an image: the bytes are not PNG, JPEG, WebP or another format Pillow reads") from None
+        raise ValueError(
+            "not an image: the bytes are not PNG, JPEG, WebP or another format Pillow reads"
+        ) from None
     except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"corrupt image: {exc}") from None
     return img.convert("RGB")
@@ -74,7 +76,9 @@ def store_image_sync(store: ObjectStore, key: str, img: Image.Image | np.ndarray
     data = encode_png(img)
     info = store.put(key, data, content_type="image/png")
     width, height = _size(img)
-    return common_pb2.ImageRef(uri=info.uri, sha256=info.sha256, width=width, height=height, media_type="image/png")
+    return common_pb2.ImageRef(
+        uri=info.uri, sha256=info.sha256, width=width, height=height, media_type="image/png"
+    )
 
 
 async def store_image(store: ObjectStore, key: str, img: Image.Image | np.ndarray) -> common_pb2.ImageRef:

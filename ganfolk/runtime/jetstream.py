@@ -134,7 +134,9 @@ async def ensure_kv(js: JetStreamContext, bucket: str = JOBS_BUCKET, history: in
         if not isinstance(exc, NotFoundError) and "not found" not in str(exc).lower():
             raise
     try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE))
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+        )
     except BadRequestError:
         return await js.key_value(bucket)
 
@@ -234,7 +236,10 @@ async def kv_cas(kv: KeyValue, key: str, value: bytes, revision: int) -> int:
 
 
 async def kv_update(
-    kv: KeyValue, key: str, mutate: Callable[[bytes | None], Awaitable[bytes | None] | bytes | None], attempts: int = 20
+    kv: KeyValue,
+    key: str,
+    mutate: Callable[[bytes | None], Awaitable[bytes | None] | bytes | None],
+    attempts: int = 20,
 ) -> tuple[bytes | None, int]:
     """Read-modify-write with compare-and-set, re-reading on conflict.
 

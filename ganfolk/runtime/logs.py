@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("ganfolk_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "ganfolk_log_context", default=None
+)
 _service = "ganfolk"
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -26,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update(_context.get())
+        entry.update(_context.get() or {})
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -49,7 +51,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 @contextlib.contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Attach fields (job_id, task_id, stage, ...) to every log line in this context."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    token = _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
     try:
         yield
     finally:

@@ -67,7 +67,9 @@ def fetch_weights(source: str, settings: Settings, sha256: str | None = None, va
     return path
 
 
-def model_ref(name: str, source: str = "", sha256: str = "", random_weights: bool = False) -> common_pb2.ModelRef:
+def model_ref(
+    name: str, source: str = "", sha256: str = "", random_weights: bool = False
+) -> common_pb2.ModelRef:
     return common_pb2.ModelRef(name=name, source=source, sha256=sha256, random_weights=random_weights)
 
 

@@ -77,7 +77,9 @@ class ServiceDefinition(Generic[C]):
     # Adds the servicers; they read the core from the holder once it is loaded.
     add_servicers: Callable[[grpc.aio.Server, CoreHolder[C], ObjectStore, Any], None]
     # The NATS stages the service works on, built from the loaded core.
-    stages: Callable[[C, ObjectStore, Any], list[StageHandler[Any]]] = field(default=lambda core, store, s: [])
+    stages: Callable[[C, ObjectStore, Any], list[StageHandler[Any]]] = field(
+        default=lambda core, store, s: []
+    )
     default_port: int = 50051
 
 
@@ -89,7 +91,9 @@ def load_definition(name: str) -> ServiceDefinition[Any]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ConfigError(f"service {name!r} is not part of this build ({module_name} is missing)") from None
+            raise ConfigError(
+                f"service {name!r} is not part of this build ({module_name} is missing)"
+            ) from None
         raise
     definition: ServiceDefinition[Any] = module.SERVICE
     return definition

@@ -56,7 +56,9 @@ class TaskContext:
         """Reset the ack timer (the loop also does this on a timer)."""
         await self._msg.in_progress()
 
-    async def progress(self, percent: float, message: str = "", images: Sequence[common_pb2.ImageRef] = ()) -> None:
+    async def progress(
+        self, percent: float, message: str = "", images: Sequence[common_pb2.ImageRef] = ()
+    ) -> None:
         event = events_pb2.StageEvent(
             progress=events_pb2.StageProgress(percent=percent, message=message, images=list(images))
         )
@@ -77,7 +79,11 @@ class StageHandler(Generic[Req]):
 
 
 async def publish_event(
-    js: JetStreamContext, meta: common_pb2.TaskMeta, attempt: int, event: events_pb2.StageEvent, msg_id: str = ""
+    js: JetStreamContext,
+    meta: common_pb2.TaskMeta,
+    attempt: int,
+    event: events_pb2.StageEvent,
+    msg_id: str = "",
 ) -> None:
     event.meta.CopyFrom(meta)
     event.attempt = attempt
@@ -115,7 +121,8 @@ class StageWorker:
         await jetstream.ensure_streams(self.js)
         await jetstream.ensure_consumer(self.js, self.handler.stage, self.policy)
         self._advisory_sub = await self.nc.subscribe(
-            jetstream.max_deliveries_advisory(jetstream.TASKS_STREAM, self.consumer), cb=self._on_max_deliveries
+            jetstream.max_deliveries_advisory(jetstream.TASKS_STREAM, self.consumer),
+            cb=self._on_max_deliveries,
         )
 
     async def run(self) -> None:
@@ -134,7 +141,7 @@ class StageWorker:
                     free += 1
                 try:
                     msgs = await sub.fetch(batch=free, timeout=self.policy.fetch_timeout)
-                except (NatsTimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeoutError):
                     msgs = []
                 except Exception as exc:  # broker restart: the client reconnects by itself
                     log.warning("fetch failed: %s", exc)
@@ -274,7 +281,11 @@ class StageWorker:
                 meta = _meta_of(request, self.handler.stage)
                 failure = events_pb2.StageFailure(code="DEADLINE_EXCEEDED", message=reason, retryable=False)
                 await publish_event(
-                    self.js, meta, deliveries, events_pb2.StageEvent(failure=failure), msg_id=f"{meta.task_id}.failed"
+                    self.js,
+                    meta,
+                    deliveries,
+                    events_pb2.StageEvent(failure=failure),
+                    msg_id=f"{meta.task_id}.failed",
                 )
             except DecodeError:
                 pass

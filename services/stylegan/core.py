@@ -89,7 +89,9 @@ class Sampler:
             )
             if truncation_latent is not None:
                 w = truncation_latent + params.truncation_psi * (w - truncation_latent)
-            pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            pixels = (
+                ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            )
             out.extend(Sample(s, pixels[i], w[i].float().cpu().numpy()) for i, s in enumerate(seeds))
         return out
 
@@ -101,7 +103,10 @@ def load_sampler(settings: StyleGANSettings) -> Sampler:
     if source is None:
         torch.manual_seed(0)
         cfg = GeneratorConfig.rosinality(
-            settings.stylegan_random_size, style_dim=settings.stylegan_random_style_dim, n_mlp=2, channel_multiplier=1
+            settings.stylegan_random_size,
+            style_dim=settings.stylegan_random_style_dim,
+            n_mlp=2,
+            channel_multiplier=1,
         )
         g = build_generator(cfg, device=device).eval()
         return Sampler(g, device, model_ref("stylegan2-rosinality", random_weights=True))

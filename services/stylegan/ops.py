@@ -15,7 +15,7 @@ from ganfolk.runtime.models import provenance
 from ganfolk.runtime.storage import ObjectStore, validate_key
 from ganfolk.v1 import stylegan_pb2
 from services.stylegan.config import StyleGANSettings
-from services.stylegan.core import Sampler, SampleParams
+from services.stylegan.core import SampleParams, Sampler
 
 _MODES = {
     stylegan_pb2.LATENT_DISTRIBUTION_UNSPECIFIED: "truncated",
@@ -41,7 +41,8 @@ def sample_params(request: stylegan_pb2.SampleRequest, settings: StyleGANSetting
         raise ValueError("seed_list.seeds is empty")
     if len(seeds) > settings.stylegan_max_seeds:
         raise ValueError(
-            f"{len(seeds)} seeds requested, at most {settings.stylegan_max_seeds} per request; split into tasks"
+            f"{len(seeds)} seeds requested, at most {settings.stylegan_max_seeds} per request; "
+            "split them into several requests"
         )
     if any(s < 0 for s in seeds):
         raise ValueError("seeds must be >= 0")

@@ -31,7 +31,9 @@ class Core:
     def prompts(self, count: int) -> text_pb2.PromptsResponse:
         if count <= 0:
             raise ValueError("count must be at least 1")
-        return text_pb2.PromptsResponse(prompts=[text_pb2.PortraitPrompt(text=f"prompt {i}") for i in range(count)])
+        return text_pb2.PromptsResponse(
+            prompts=[text_pb2.PortraitPrompt(text=f"prompt {i}") for i in range(count)]
+        )
 
 
 class Servicer(text_pb2_grpc.TextServiceServicer):
@@ -61,10 +63,16 @@ def stages(core: Core, store: ObjectStore, settings: Settings) -> list[StageHand
         retry_delays=(0.2,),
         fetch_timeout=0.5,
     )
-    return [StageHandler(os.environ.get("SAMPLE_STAGE", "sample-test"), text_pb2.PromptsRequest, handle, "prompts", policy)]
+    return [
+        StageHandler(
+            os.environ.get("SAMPLE_STAGE", "sample-test"), text_pb2.PromptsRequest, handle, "prompts", policy
+        )
+    ]
 
 
-def add_servicers(server: grpc.aio.Server, holder: CoreHolder[Core], store: ObjectStore, settings: Settings) -> None:
+def add_servicers(
+    server: grpc.aio.Server, holder: CoreHolder[Core], store: ObjectStore, settings: Settings
+) -> None:
     text_pb2_grpc.add_TextServiceServicer_to_server(Servicer(holder), server)
 
 

@@ -86,7 +86,9 @@ async def test_metrics_endpoint_counts_rpcs(tmp_path) -> None:
         await stub.Prompts(text_pb2.PromptsRequest(count=1))
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Prompts(text_pb2.PromptsRequest(count=0))
-        body = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read())
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
+        )
         text = body.decode()
         assert 'ganfolk_rpc_requests_total{code="OK",method="Prompts",service="sample"}' in text
         assert 'code="INVALID_ARGUMENT",method="Prompts"' in text
@@ -118,7 +120,9 @@ async def test_tls(tmp_path) -> None:
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     (tmp_path / "tls.crt").write_bytes(cert_pem)
     (tmp_path / "tls.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     async with serving(
         sample_service.SERVICE,

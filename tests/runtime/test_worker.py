@@ -43,9 +43,17 @@ async def ok_handler(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2
 
 @contextlib.asynccontextmanager
 async def running(nc: NATS, stage: str, handle: Handler, **policy: Any) -> AsyncIterator[StageWorker]:
-    defaults: dict[str, Any] = {"ack_wait": 2.0, "max_deliver": 3, "retry_delays": (0.2,), "fetch_timeout": 0.3}
+    defaults: dict[str, Any] = {
+        "ack_wait": 2.0,
+        "max_deliver": 3,
+        "retry_delays": (0.2,),
+        "fetch_timeout": 0.3,
+    }
     worker = StageWorker(
-        nc, StageHandler(stage, text_pb2.PromptsRequest, handle, "prompts", StagePolicy(**{**defaults, **policy}))
+        nc,
+        StageHandler(
+            stage, text_pb2.PromptsRequest, handle, "prompts", StagePolicy(**{**defaults, **policy})
+        ),
     )
     await worker.setup()
     runner = asyncio.create_task(worker.run())
@@ -208,7 +216,9 @@ async def test_task_of_dead_consumer_moves_to_dlq_after_max_deliveries(nc: NATS)
     events = await nc.subscribe(jetstream.event_subject(job))
     task_id, payload = task(stage, job)
     await jetstream.publish_task(js, stage, payload, task_id)
-    crashing = await js.pull_subscribe_bind(durable=jetstream.consumer_name(stage), stream=jetstream.TASKS_STREAM)
+    crashing = await js.pull_subscribe_bind(
+        durable=jetstream.consumer_name(stage), stream=jetstream.TASKS_STREAM
+    )
     for _ in range(2):  # fetch and "crash": never ack
         msgs = await crashing.fetch(1, timeout=5)
         assert msgs[0].data == payload
@@ -249,14 +259,18 @@ async def test_killed_worker_task_is_redelivered_not_lost(nc: NATS, nats_server:
     stage, job = unique("killed"), unique("job")
     calls = tmp_path / "calls.txt"
     events = await nc.subscribe(jetstream.event_subject(job))
-    victim = start_sample_service(nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="60", SAMPLE_ACK_WAIT="1")
+    victim = start_sample_service(
+        nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="60", SAMPLE_ACK_WAIT="1"
+    )
     try:
         task_id, payload = task(stage, job)
         await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
         await wait_for_calls(calls, 1)
         victim.send_signal(signal.SIGKILL)  # dies mid-task without acking
         victim.wait(10)
-        survivor = start_sample_service(nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="0", SAMPLE_ACK_WAIT="1")
+        survivor = start_sample_service(
+            nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="0", SAMPLE_ACK_WAIT="1"
+        )
         try:
             event = await next_event(events, timeout=30)
             assert event.WhichOneof("outcome") == "result" and event.meta.task_id == task_id
