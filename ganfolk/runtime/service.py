@@ -27,10 +27,12 @@ from ganfolk.runtime.logs import configure_logging
 from ganfolk.runtime.settings import ConfigError, Settings
 from ganfolk.runtime.storage import ObjectStore, open_store
 from ganfolk.runtime.worker import StageHandler, StageWorker
+from ganfolk.v1 import common_pb2, info_pb2, info_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 C = TypeVar("C")
+INFO_SERVICE = info_pb2.DESCRIPTOR.services_by_name["InfoService"].full_name
 
 # service name -> module exposing SERVICE. One table, used by the CLI and the launcher.
 SERVICE_MODULES: dict[str, str] = {
@@ -62,6 +64,35 @@ class CoreHolder(Generic[C]):
         if self._core is None:
             raise Transient("the model is still loading; retry when health reports SERVING")
         return self._core
+
+
+def describe_core(core: Any) -> tuple[list[common_pb2.ModelRef], str, list[str]]:
+    """Models, device and fallbacks of a loaded core.
+
+    Convention: a core exposes ``models`` (list of ModelRef) or ``model`` (one), ``device``,
+    and optionally ``fallbacks`` (names of classical algorithms used instead of models).
+    """
+    models = list(getattr(core, "models", None) or ([core.model] if getattr(core, "model", None) else []))
+    return models, str(getattr(core, "device", "")), list(getattr(core, "fallbacks", []) or [])
+
+
+class InfoServicer(info_pb2_grpc.InfoServiceServicer):
+    def __init__(self, name: str, holder: CoreHolder[Any], stages: list[str]) -> None:
+        self.name, self.holder, self.stages = name, holder, stages
+
+    async def GetInfo(self, request: info_pb2.GetInfoRequest, context: Any) -> info_pb2.GetInfoResponse:
+        """What this process serves, and whether its weights are real."""
+        from ganfolk import __version__
+
+        reply = info_pb2.GetInfoResponse(service=self.name, version=__version__, ready=self.holder.ready)
+        if self.holder.ready:
+            models, device, fallbacks = describe_core(self.holder.get())
+            reply.models.extend(models)
+            reply.random_weights = any(m.random_weights for m in models)
+            reply.device = device
+            reply.fallbacks.extend(fallbacks)
+            reply.stages.extend(self.stages)
+        return reply
 
 
 @dataclass
@@ -127,9 +158,15 @@ async def run_service(
     holder: CoreHolder[C] = CoreHolder()
     # The one storage client of the process, shared by the gRPC and NATS adapters.
     store = open_store(settings.store_url, **settings.store_credentials())
-    server = await start_grpc_server(
-        settings, lambda s: definition.add_servicers(s, holder, store, settings), definition.grpc_services
-    )
+    stage_names: list[str] = []
+
+    def register(server: grpc.aio.Server) -> None:
+        definition.add_servicers(server, holder, store, settings)
+        info_pb2_grpc.add_InfoServiceServicer_to_server(
+            InfoServicer(settings.service, holder, stage_names), server
+        )
+
+    server = await start_grpc_server(settings, register, [*definition.grpc_services, INFO_SERVICE])
     running = RunningService(server, holder)
     if install_signal_handlers:
         loop = asyncio.get_running_loop()
@@ -150,7 +187,11 @@ async def run_service(
         core = loading.result()
         holder.set(core)
         metrics.MODEL_READY.labels(settings.service).set(1)
+        models, device, _ = describe_core(core)
+        if any(m.random_weights for m in models):
+            log.warning("RUNNING WITH RANDOM WEIGHTS: outputs are meaningless (demo/test mode)")
         handlers = definition.stages(core, store, settings) if settings.worker_enabled else []
+        stage_names.extend(h.stage for h in handlers)
         if handlers:
             nc = await jetstream.connect(settings.nats_url, name=settings.service)
             for handler in handlers:

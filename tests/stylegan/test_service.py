@@ -188,3 +188,19 @@ async def test_checkpoint_from_object_store_uri_with_checksum(
     with pytest.raises(ValueError, match="sha256"):
         async with serving(SERVICE, store_url=store_url, worker_enabled=False):
             pass
+
+
+async def test_info_reports_random_weights(monkeypatch: pytest.MonkeyPatch, service_env) -> None:
+    from ganfolk.v1 import info_pb2, info_pb2_grpc
+
+    monkeypatch.setenv("GANFOLK_ALLOW_RANDOM_WEIGHTS", "1")
+    monkeypatch.setenv("GANFOLK_STYLEGAN_RANDOM_SIZE", "32")
+    monkeypatch.delenv("GANFOLK_STYLEGAN_CHECKPOINT", raising=False)
+    async with serving(SERVICE, **service_env) as (_, channel):
+        info = await info_pb2_grpc.InfoServiceStub(channel).GetInfo(info_pb2.GetInfoRequest())
+    assert info.ready and info.random_weights and info.service == "stylegan"
+    assert info.models[0].name == "stylegan2-rosinality" and info.device == "cpu"
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(GOLDEN))
+    async with serving(SERVICE, **service_env) as (_, channel):
+        info = await info_pb2_grpc.InfoServiceStub(channel).GetInfo(info_pb2.GetInfoRequest())
+    assert info.ready and not info.random_weights
