@@ -187,7 +187,7 @@ async def run_service(
         core = loading.result()
         holder.set(core)
         metrics.MODEL_READY.labels(settings.service).set(1)
-        models, device, _ = describe_core(core)
+        models, _, _ = describe_core(core)
         if any(m.random_weights for m in models):
             log.warning("RUNNING WITH RANDOM WEIGHTS: outputs are meaningless (demo/test mode)")
         handlers = definition.stages(core, store, settings) if settings.worker_enabled else []
