@@ -1,0 +1,38 @@
+"""Settings of the CLIP scoring service (GANFOLK_CLIP_*)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ganfolk.runtime.settings import Settings
+
+
+class ClipSettings(Settings):
+    grpc_port: int = 50063
+    # open_clip architecture name (open_clip.list_models()); ViT-B/32 at 224 px is the GANfolk default.
+    clip_model: str = "ViT-B-32"
+    # An extra open_clip JSON model config to register (file stem = model name), for custom sizes.
+    clip_model_config: str | None = None
+    # Weights: path, file:// or s3:// URI; required unless random weights are allowed.
+    clip_checkpoint: str | None = None
+    clip_checkpoint_sha256: str | None = None
+    # Rows per forward pass inside one request.
+    clip_image_batch_size: int = Field(32, ge=1, le=4096)
+    clip_text_batch_size: int = Field(64, ge=1, le=4096)
+    # Dynamic batching across concurrent requests (as Triton's dynamic batcher): a forward pass
+    # starts when max_batch rows are queued or max_wait_ms after the first queued row.
+    clip_dynamic_batching: bool = True
+    clip_max_batch: int = Field(64, ge=1, le=4096)
+    clip_max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    # LRU cache of text embeddings (entries); 0 disables it.
+    clip_text_cache_size: int = Field(4096, ge=0)
+    # Request limits.
+    clip_max_texts: int = Field(256, ge=1)
+    clip_max_prompts: int = Field(32, ge=1)
+    clip_max_images: int = Field(256, ge=1)
+    # Images under an image_prefix one Rank may score (a rank task holds 1,000 samples).
+    clip_max_prefix_images: int = Field(10_000, ge=1)
+    # Images decoded at once while ranking; memory stays bounded by this, not by the image count.
+    clip_rank_chunk: int = Field(64, ge=1, le=4096)
+    # Parallel image reads from the store within a chunk.
+    clip_read_concurrency: int = Field(8, ge=1, le=256)
