@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 TASKS_STREAM = "GANFOLK_TASKS"
 EVENTS_STREAM = "GANFOLK_EVENTS"
 DLQ_STREAM = "GANFOLK_DLQ"
+JOBS_STREAM = "GANFOLK_JOBS"
 JOBS_BUCKET = "ganfolk_jobs"
+# job_id -> reason, written by Cancel; workers check it before (and during) a task.
+CANCEL_BUCKET = "ganfolk_cancelled"
+# service name -> info_pb2.GetInfoResponse, written by each service when it is ready.
+SERVICES_BUCKET = "ganfolk_services"
 # Window in which JetStream drops a re-published message id (crash between publish and ack).
 DUPLICATE_WINDOW_S = 30 * 60.0
 
@@ -45,6 +50,10 @@ def task_subject(stage: str) -> str:
 
 def event_subject(job_id: str) -> str:
     return f"ganfolk.events.{job_id or '_'}"
+
+
+def job_subject(job_id: str) -> str:
+    return f"ganfolk.jobs.{job_id}"
 
 
 def dlq_subject(stage: str) -> str:
@@ -102,6 +111,15 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
             num_replicas=replicas,
         ),
         StreamConfig(
+            name=JOBS_STREAM,
+            subjects=["ganfolk.jobs.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=7 * 24 * 3600.0,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
             name=DLQ_STREAM,
             subjects=["ganfolk.dlq.>"],
             retention=RetentionPolicy.LIMITS,
@@ -125,6 +143,17 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             except BadRequestError:  # created concurrently by another replica
                 pass
         await js.update_stream(cfg)
+
+
+async def publish_service_info(js: JetStreamContext, service: str, info: bytes) -> None:
+    kv = await ensure_kv(js, SERVICES_BUCKET, history=1)
+    await kv.put(service, info)
+
+
+async def is_cancelled(kv: KeyValue, job_id: str) -> bool:
+    if not job_id:
+        return False
+    return (await kv_read(kv, job_id)).value is not None
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str = JOBS_BUCKET, history: int = 8) -> KeyValue:

@@ -14,11 +14,12 @@ import contextlib
 import importlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import grpc
+from nats.aio.client import Client as NATS
 
 from ganfolk.runtime import jetstream, metrics
 from ganfolk.runtime.errors import Transient
@@ -112,6 +113,10 @@ class ServiceDefinition(Generic[C]):
         default=lambda core, store, s: []
     )
     default_port: int = 50051
+    # Async start-up once loaded, with the NATS connection (e.g. the coordinator's engine).
+    start: Callable[[C, NATS, ObjectStore, Any], Awaitable[None]] | None = None
+    # Async clean-up before the NATS connection drains.
+    stop: Callable[[C], Awaitable[None]] | None = None
 
 
 def load_definition(name: str) -> ServiceDefinition[Any]:
@@ -185,15 +190,25 @@ async def run_service(
             return
         stopped.cancel()
         core = loading.result()
-        holder.set(core)
-        metrics.MODEL_READY.labels(settings.service).set(1)
         models, _, _ = describe_core(core)
         if any(m.random_weights for m in models):
             log.warning("RUNNING WITH RANDOM WEIGHTS: outputs are meaningless (demo/test mode)")
         handlers = definition.stages(core, store, settings) if settings.worker_enabled else []
         stage_names.extend(h.stage for h in handlers)
-        if handlers:
+        if handlers or definition.start:
             nc = await jetstream.connect(settings.nats_url, name=settings.service)
+            await jetstream.ensure_streams(nc.jetstream(), settings.stream_replicas)
+        if definition.start and nc is not None:
+            await definition.start(core, nc, store, settings)
+        holder.set(core)
+        metrics.MODEL_READY.labels(settings.service).set(1)
+        if nc is not None:
+            # Tells the coordinator what this service runs (e.g. random weights -> skip the stage).
+            info = await InfoServicer(settings.service, holder, stage_names).GetInfo(
+                info_pb2.GetInfoRequest(), None
+            )
+            await jetstream.publish_service_info(nc.jetstream(), settings.service, info.SerializeToString())
+        if handlers and nc is not None:
             for handler in handlers:
                 worker = StageWorker(nc, handler)
                 await worker.setup()
@@ -209,6 +224,9 @@ async def run_service(
         for task in worker_tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=settings.grpc_grace_seconds + 5)
+        if definition.stop and holder.ready:
+            with contextlib.suppress(Exception):
+                await definition.stop(holder.get())
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.drain()

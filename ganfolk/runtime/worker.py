@@ -42,11 +42,18 @@ log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=Message)
 
 
+class TaskCancelled(Exception):
+    """Raised by a handler that saw ``ctx.cancelled()``: the task is acked and reported cancelled."""
+
+
 class TaskContext:
     """What a handler may do besides returning a result: report progress, heartbeat."""
 
-    def __init__(self, js: JetStreamContext, msg: Msg, meta: common_pb2.TaskMeta, stage: str) -> None:
+    def __init__(
+        self, js: JetStreamContext, msg: Msg, meta: common_pb2.TaskMeta, stage: str, cancel_kv: Any = None
+    ) -> None:
         self._js = js
+        self._cancel_kv = cancel_kv
         self._msg = msg
         self.meta = meta
         self.stage = stage
@@ -55,6 +62,12 @@ class TaskContext:
     async def heartbeat(self) -> None:
         """Reset the ack timer (the loop also does this on a timer)."""
         await self._msg.in_progress()
+
+    async def cancelled(self) -> bool:
+        """True once the task's job was cancelled; long handlers check it between steps."""
+        if self._cancel_kv is None:
+            return False
+        return await jetstream.is_cancelled(self._cancel_kv, self.meta.job_id)
 
     async def progress(
         self, percent: float, message: str = "", images: Sequence[common_pb2.ImageRef] = ()
@@ -114,12 +127,14 @@ class StageWorker:
         self._slots = asyncio.Semaphore(self.policy.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._advisory_sub: Any = None
+        self._cancel_kv: Any = None
         self._lag_checked = 0.0
         self.consumer = jetstream.consumer_name(handler.stage)
 
     async def setup(self) -> None:
         await jetstream.ensure_streams(self.js)
         await jetstream.ensure_consumer(self.js, self.handler.stage, self.policy)
+        self._cancel_kv = await jetstream.ensure_kv(self.js, jetstream.CANCEL_BUCKET, history=1)
         self._advisory_sub = await self.nc.subscribe(
             jetstream.max_deliveries_advisory(jetstream.TASKS_STREAM, self.consumer),
             cb=self._on_max_deliveries,
@@ -201,11 +216,18 @@ class StageWorker:
             metrics.TASKS.labels(stage, "terminated").inc()
             return
         meta = _meta_of(request, stage)
-        ctx = TaskContext(self.js, msg, meta, stage)
+        ctx = TaskContext(self.js, msg, meta, stage, self._cancel_kv)
         with log_context(job_id=meta.job_id, task_id=meta.task_id, stage=stage, attempt=attempt):
+            if await ctx.cancelled():
+                await self._skip_cancelled(msg, meta, attempt)
+                return
             heartbeat = asyncio.create_task(self._heartbeat(msg))
             try:
                 response = await self.handler.handle(request, ctx)
+            except TaskCancelled:
+                heartbeat.cancel()
+                await self._skip_cancelled(msg, meta, attempt)
+                return
             except Exception as exc:
                 heartbeat.cancel()
                 await self._failed(msg, meta, attempt, exc)
@@ -222,6 +244,15 @@ class StageWorker:
             metrics.TASKS.labels(stage, "ok").inc()
             metrics.TASK_DURATION.labels(stage, "ok").observe(time.perf_counter() - start)
             log.info("task done", extra={"seconds": round(time.perf_counter() - start, 3)})
+
+    async def _skip_cancelled(self, msg: Msg, meta: common_pb2.TaskMeta, attempt: int) -> None:
+        failure = events_pb2.StageFailure(code="CANCELLED", message="job was cancelled", retryable=False)
+        await publish_event(
+            self.js, meta, attempt, events_pb2.StageEvent(failure=failure), msg_id=f"{meta.task_id}.failed"
+        )
+        await msg.ack_sync()
+        metrics.TASKS.labels(self.handler.stage, "cancelled").inc()
+        log.info("task skipped: job cancelled")
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:

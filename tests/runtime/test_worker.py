@@ -344,3 +344,24 @@ async def test_kv_compare_and_set_conflict(nc: NATS) -> None:
 
     await asyncio.gather(*(bump(i) for i in range(20)))
     assert (await jetstream.kv_read(kv, "counter")).value == b"20"
+
+
+async def test_cancelled_job_task_is_skipped(nc: NATS) -> None:
+    stage, job = unique("cancel"), unique("job")
+    calls: list[int] = []
+
+    async def counting(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        calls.append(ctx.attempt)
+        return await ok_handler(req, ctx)
+
+    kv = await jetstream.ensure_kv(nc.jetstream(), jetstream.CANCEL_BUCKET, history=1)
+    await kv.put(job, b"user asked")
+    events = await nc.subscribe(jetstream.event_subject(job))
+    async with running(nc, stage, counting):
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        event = await next_event(events)
+        assert event.failure.code == "CANCELLED" and not event.failure.retryable
+        await asyncio.sleep(0.3)
+        assert await pending(nc, stage) == (0, 0)
+    assert calls == []
