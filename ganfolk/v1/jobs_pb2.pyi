@@ -69,7 +69,7 @@ REVIEW_DECISION_EDIT: ReviewDecision
 REVIEW_DECISION_REJECT: ReviewDecision
 
 class JobSpec(_message.Message):
-    __slots__ = ("prompt", "num_samples", "sample_task_size", "seed", "truncation_psi", "latent_distribution", "top_k", "refine", "finish", "require_review", "mint", "recipient")
+    __slots__ = ("prompt", "num_samples", "sample_task_size", "seed", "truncation_psi", "latent_distribution", "top_k", "refine", "finish", "require_review", "mint", "recipient", "name_and_backstory", "force_stages", "description")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_TASK_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,9 @@ class JobSpec(_message.Message):
     REQUIRE_REVIEW_FIELD_NUMBER: _ClassVar[int]
     MINT_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_AND_BACKSTORY_FIELD_NUMBER: _ClassVar[int]
+    FORCE_STAGES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     num_samples: int
     sample_task_size: int
@@ -94,10 +97,13 @@ class JobSpec(_message.Message):
     require_review: bool
     mint: bool
     recipient: str
-    def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ...) -> None: ...
+    name_and_backstory: bool
+    force_stages: bool
+    description: str
+    def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ..., name_and_backstory: _Optional[bool] = ..., force_stages: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
 
 class StageStatus(_message.Message):
-    __slots__ = ("stage", "state", "percent", "attempts", "error", "started_at", "finished_at", "images")
+    __slots__ = ("stage", "state", "percent", "attempts", "error", "started_at", "finished_at", "images", "tasks_total", "tasks_done", "skipped", "skip_reason")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +112,10 @@ class StageStatus(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TASKS_DONE_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
     stage: Stage
     state: JobState
     percent: float
@@ -114,10 +124,14 @@ class StageStatus(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRef]
-    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., percent: _Optional[float] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ...) -> None: ...
+    tasks_total: int
+    tasks_done: _containers.RepeatedScalarFieldContainer[str]
+    skipped: bool
+    skip_reason: str
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., percent: _Optional[float] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[_Iterable[str]] = ..., skipped: _Optional[bool] = ..., skip_reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "spec", "state", "stage", "percent", "stages", "prompt", "best_sample", "refined_image", "final_image", "first_name", "last_name", "backstory", "token", "error", "provenance", "created_at", "updated_at", "idempotency_key")
+    __slots__ = ("job_id", "spec", "state", "stage", "percent", "stages", "prompt", "best_sample", "refined_image", "final_image", "first_name", "last_name", "backstory", "token", "error", "provenance", "created_at", "updated_at", "idempotency_key", "description")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +151,7 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     spec: JobSpec
     state: JobState
@@ -156,7 +171,8 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     idempotency_key: str
-    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., percent: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., prompt: _Optional[str] = ..., best_sample: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., refined_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., token: _Optional[_Union[_mint_pb2.MintResponse, _Mapping]] = ..., error: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[_common_pb2.Provenance, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    description: str
+    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., percent: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., prompt: _Optional[str] = ..., best_sample: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., refined_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., token: _Optional[_Union[_mint_pb2.MintResponse, _Mapping]] = ..., error: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[_common_pb2.Provenance, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("stage", "percent", "message", "images", "time")
