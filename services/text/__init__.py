@@ -1,0 +1,1 @@
+"""Text service: portrait prompts, names without celebrities, backstories from an OpenAI-compatible LLM."""

@@ -1,0 +1,42 @@
+"""Settings of the text service (GANFOLK_TEXT_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from ganfolk.runtime.settings import Settings
+
+
+class TextSettings(Settings):
+    grpc_port: int = 50066
+    # Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, a llama.cpp server such as
+    # ``python -m services.text.local_llm``. Unset: the template writer answers everything.
+    text_llm_base_url: str | None = None
+    text_llm_model: str = "smollm2-135m-instruct"
+    text_llm_api_key: SecretStr | None = None
+    # Seconds one HTTP call may take, and transport-level retries (connection errors,
+    # timeouts, 429 and 5xx) with exponential back-off between them.
+    text_llm_timeout_seconds: float = 60.0
+    text_llm_retries: int = 2
+    text_llm_retry_wait_seconds: float = 0.5
+    text_llm_temperature: float = 0.8
+    # Parallel LLM calls of one Prompts request.
+    text_llm_concurrency: int = 4
+    # Answers asked for per item while the previous ones were invalid (or notable, for names).
+    text_max_attempts: int = 4
+    # Requests may raise the attempts up to this bound.
+    text_max_attempts_limit: int = 10
+    # Without re-asking forever: fall back to the template writer when answers stay invalid.
+    text_template_fallback: bool = True
+    text_max_prompts: int = 100
+    text_backstory_max_words: int = 80
+    text_backstory_words_limit: int = 300
+    text_max_description_chars: int = 200
+    text_max_name_chars: int = 80
+    # WordNet (Debian wordnet-base) for the offline notability check.
+    text_wordnet_dir: Path = Path("/usr/share/wordnet")
+    # MediaWiki API (e.g. https://en.wikipedia.org/w/api.php) for the online check; off when unset.
+    text_wikipedia_api_url: str | None = None
+    text_wikipedia_timeout_seconds: float = 5.0
