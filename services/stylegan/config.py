@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ganfolk.runtime.settings import Settings
 
 
 class StyleGANSettings(Settings):
     grpc_port: int = 50062
+    # "torch": our StyleGAN2 port with a rosinality checkpoint (the default, and the only backend
+    # for minting). "mobilestylegan": the offline demo generator, MobileStyleGAN (FFHQ, 1024 px)
+    # as OpenVINO IR from the random-face package -- weights derive from NVIDIA's FFHQ model,
+    # non-commercial terms, local demo only; every output's provenance says so.
+    stylegan_backend: Literal["torch", "mobilestylegan"] = "torch"
+    # Folder with MappingNetwork.xml/.bin and SynthesisNetwork.xml/.bin; None: random_face/data.
+    stylegan_mobile_dir: str | None = None
+    # mobilestylegan only: Lanczos downscale of its 1024 px output (e.g. 512 or 256); None: 1024.
+    stylegan_output_size: int | None = None
     # rosinality .pt (path, file:// or s3:// URI); required unless random weights are allowed.
     stylegan_checkpoint: str | None = None
     stylegan_checkpoint_sha256: str | None = None

@@ -97,7 +97,19 @@ class Sampler:
 
 
 def load_sampler(settings: StyleGANSettings) -> Sampler:
-    """Load the configured checkpoint (or random weights in demo mode) onto the device."""
+    """Load the configured checkpoint (or random weights in demo mode) onto the device.
+
+    ``GANFOLK_STYLEGAN_BACKEND=mobilestylegan`` loads the offline demo generator instead
+    (services.stylegan.mobile; non-commercial weights, demo only).
+    """
+    if settings.stylegan_backend == "mobilestylegan":
+        from services.stylegan.mobile import MobileStyleGANSampler
+
+        return MobileStyleGANSampler(
+            settings.stylegan_mobile_dir,
+            output_size=settings.stylegan_output_size,
+            mean_latent_samples=settings.stylegan_mean_latent_samples,
+        )
     device = resolve_device(settings.device)
     source = require_weights_or_random(settings, "stylegan_checkpoint", "StyleGAN2 checkpoint")
     if source is None:

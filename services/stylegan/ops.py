@@ -97,6 +97,9 @@ async def sample(
         if request.return_latents:
             out.w_latent.extend(s.w.tolist())
     parameters = {k: v for k, v in asdict(params).items() if k != "seeds"}
+    license_note = getattr(sampler, "license_note", None)
+    if license_note:  # e.g. the MobileStyleGAN demo backend: non-commercial weights
+        parameters["license"] = license_note
     response.provenance.CopyFrom(
         provenance(
             "stylegan", [sampler.model], parameters, started, seeds=list(params.seeds), device=sampler.device
