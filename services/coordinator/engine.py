@@ -1,0 +1,378 @@
+"""Drives portrait jobs through NATS: the coordinator's core. No gRPC here.
+
+* Job state: one KV entry per job (``ganfolk_jobs``), changed only by compare-and-set, so
+  any number of coordinator replicas can run; each worker event is consumed by one of them
+  (shared durable consumer ``coordinator`` on ``ganfolk.events.*``).
+* After a state change the engine publishes the tasks of newly started stages (task ids are
+  deterministic, so JetStream drops re-publications) and a ``WatchResponse`` snapshot on
+  ``ganfolk.jobs.<id>``, which ``Watch`` replays from the start for late joiners.
+* An event is acked only after its state change and its tasks are published; a redelivered
+  event re-publishes every in-flight task of the job (harmless duplicates, dropped by id).
+* A sweeper re-publishes the tasks of jobs stuck in QUEUED (crash between submit and
+  publish) and fails stages that run past their timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ganfolk.runtime import jetstream
+from ganfolk.runtime.errors import FailedPrecondition, NotFound
+from ganfolk.runtime.logs import log_context
+from ganfolk.v1 import events_pb2, info_pb2, jobs_pb2
+from services.coordinator import pipeline
+from services.coordinator.config import CoordinatorSettings
+
+log = logging.getLogger(__name__)
+S = jobs_pb2
+EVENTS_CONSUMER = "coordinator"
+
+
+class Engine:
+    def __init__(self, nc: NATS, settings: CoordinatorSettings) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.settings = settings
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await jetstream.ensure_streams(self.js, self.settings.stream_replicas)
+        self.jobs = await jetstream.ensure_kv(self.js, jetstream.JOBS_BUCKET)
+        self.cancels = await jetstream.ensure_kv(self.js, jetstream.CANCEL_BUCKET, history=1)
+        self.services = await jetstream.ensure_kv(self.js, jetstream.SERVICES_BUCKET, history=1)
+        with contextlib.suppress(Exception):
+            await self.js.add_consumer(
+                jetstream.EVENTS_STREAM,
+                ConsumerConfig(
+                    durable_name=EVENTS_CONSUMER,
+                    filter_subject="ganfolk.events.*",
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.NEW,
+                    ack_wait=self.settings.coordinator_event_ack_wait_s,
+                    max_deliver=20,
+                    max_ack_pending=256,
+                ),
+            )
+        self._sub = await self.js.pull_subscribe_bind(durable=EVENTS_CONSUMER, stream=jetstream.EVENTS_STREAM)
+        self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._sweep())]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ jobs API
+
+    async def submit(self, spec: jobs_pb2.JobSpec, idempotency_key: str = "") -> tuple[jobs_pb2.Job, bool]:
+        """Create a job and publish its first tasks; the same key returns the first job."""
+        pipeline.validate_spec(spec, self.settings.coordinator_max_samples)
+        if idempotency_key:
+            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+            job_id = f"job-{digest}"
+            existing = await jetstream.kv_read(self.jobs, job_id)
+            if existing.value is not None:
+                return jobs_pb2.Job.FromString(existing.value), True
+        else:
+            job_id = f"job-{uuid.uuid4().hex[:24]}"
+        job = jobs_pb2.Job(
+            job_id=job_id,
+            spec=spec,
+            state=S.JOB_STATE_QUEUED,
+            prompt=spec.prompt,
+            idempotency_key=idempotency_key,
+        )
+        job.created_at.CopyFrom(pipeline.now())
+        job.updated_at.CopyFrom(job.created_at)
+        try:
+            await jetstream.kv_cas(self.jobs, job_id, job.SerializeToString(), 0)
+        except Exception as exc:
+            if "wrong last sequence" not in str(exc).lower():
+                raise
+            current = await jetstream.kv_read(self.jobs, job_id)  # the same key raced us
+            return jobs_pb2.Job.FromString(current.value or b""), True
+        await self._publish_job(job, jobs_pb2.JobEvent(message="submitted", time=pipeline.now()))
+        job = await self._step(job_id, None, republish=False)
+        return job, False
+
+    async def get(self, job_id: str) -> jobs_pb2.Job:
+        entry = await jetstream.kv_read(self.jobs, job_id) if job_id else None
+        if entry is None or entry.value is None:
+            raise NotFound(f"no job {job_id!r}")
+        return jobs_pb2.Job.FromString(entry.value)
+
+    async def list(self, state: int = 0) -> list[jobs_pb2.Job]:
+        try:
+            keys = await self.jobs.keys()
+        except Exception:  # NoKeysError when the bucket is empty
+            return []
+        jobs = []
+        for key in keys:
+            entry = await jetstream.kv_read(self.jobs, key)
+            if entry.value is not None:
+                job = jobs_pb2.Job.FromString(entry.value)
+                if not state or job.state == state:
+                    jobs.append(job)
+        return sorted(jobs, key=lambda j: (j.created_at.seconds, j.created_at.nanos, j.job_id), reverse=True)
+
+    async def cancel(self, job_id: str, reason: str = "") -> jobs_pb2.Job:
+        await self.get(job_id)
+        await self.cancels.put(job_id, (reason or "cancelled").encode())
+
+        def mutate(job: jobs_pb2.Job) -> pipeline.Advance | None:
+            if job.state in pipeline.TERMINAL:
+                return None
+            job.state = S.JOB_STATE_CANCELLED
+            job.error = f"cancelled: {reason}" if reason else "cancelled"
+            return pipeline.Advance([], [])
+
+        shown = jobs_pb2.JobEvent(message=job_error_or("cancelled", reason))
+        job, _ = await self._update(job_id, mutate, lambda: shown)
+        return job
+
+    async def review(self, request: jobs_pb2.ReviewRequest) -> jobs_pb2.Job:
+        await self.get(request.job_id)
+        if request.decision == S.REVIEW_DECISION_UNSPECIFIED:
+            raise ValueError("decision is required: APPROVE, EDIT or REJECT")
+        if request.decision == S.REVIEW_DECISION_EDIT and not (
+            request.first_name or request.last_name or request.backstory
+        ):
+            raise ValueError("an EDIT needs first_name, last_name or backstory")
+        services = await self._service_infos()
+
+        def mutate(job: jobs_pb2.Job) -> pipeline.Advance | None:
+            if job.state != S.JOB_STATE_AWAITING_REVIEW:
+                raise FailedPrecondition(
+                    f"job {job.job_id} is {S.JobState.Name(job.state)}, not awaiting review"
+                )
+            status = pipeline.stage_status(job, S.STAGE_REVIEW)
+            status.finished_at.CopyFrom(pipeline.now())
+            if request.decision == S.REVIEW_DECISION_REJECT:
+                status.state = S.JOB_STATE_REJECTED
+                job.state = S.JOB_STATE_REJECTED
+                job.error = f"rejected in review: {request.note}" if request.note else "rejected in review"
+                return pipeline.Advance([], [])
+            if request.decision == S.REVIEW_DECISION_EDIT:
+                job.first_name = request.first_name or job.first_name
+                job.last_name = request.last_name or job.last_name
+                job.backstory = request.backstory or job.backstory
+            status.state = S.JOB_STATE_SUCCEEDED
+            status.percent = 100
+            job.state = S.JOB_STATE_RUNNING
+            return pipeline.advance(job, services)
+
+        decision = S.ReviewDecision.Name(request.decision).removeprefix("REVIEW_DECISION_").lower()
+        shown = jobs_pb2.JobEvent(stage=S.STAGE_REVIEW, message=f"review: {decision}")
+        job, _ = await self._update(request.job_id, mutate, lambda: shown)
+        return job
+
+    async def watch(self, job_id: str) -> AsyncIterator[jobs_pb2.WatchResponse]:
+        """Every snapshot and event of the job so far, then live ones until it ends."""
+        job = await self.get(job_id)
+        sub = await self.js.subscribe(
+            jetstream.job_subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        try:
+            if job.state in pipeline.TERMINAL:
+                # Replay what is stored, then stop: nothing more will come.
+                info = await self.js.stream_info(
+                    jetstream.JOBS_STREAM, subjects_filter=jetstream.job_subject(job_id)
+                )
+                remaining = (info.state.subjects or {}).get(jetstream.job_subject(job_id), 0)
+                for _ in range(remaining):
+                    msg = await sub.next_msg(timeout=5)
+                    yield jobs_pb2.WatchResponse.FromString(msg.data)
+                return
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=30)
+                except NatsTimeoutError:
+                    continue
+                update = jobs_pb2.WatchResponse.FromString(msg.data)
+                yield update
+                if update.job.state in pipeline.TERMINAL:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    # ------------------------------------------------------------------ internals
+
+    async def _service_infos(self) -> dict[str, info_pb2.GetInfoResponse]:
+        infos: dict[str, info_pb2.GetInfoResponse] = {}
+        try:
+            keys = await self.services.keys()
+        except Exception:
+            return infos
+        for key in keys:
+            entry = await jetstream.kv_read(self.services, key)
+            if entry.value:
+                infos[key] = info_pb2.GetInfoResponse.FromString(entry.value)
+        return infos
+
+    async def _update(
+        self,
+        job_id: str,
+        mutate: Callable[[jobs_pb2.Job], pipeline.Advance | None],
+        shown: Callable[[], jobs_pb2.JobEvent | None] = lambda: None,
+    ) -> tuple[jobs_pb2.Job, pipeline.Advance]:
+        """CAS-update the job, then publish the new tasks and a snapshot for watchers.
+
+        ``mutate`` returns None to leave the entry as it is (nothing is published then).
+        """
+        result: dict[str, object] = {}
+
+        def apply(value: bytes | None) -> bytes | None:
+            if value is None:
+                raise NotFound(f"no job {job_id!r}")
+            job = jobs_pb2.Job.FromString(value)
+            step = mutate(job)
+            result["job"], result["step"] = job, step
+            if step is None:
+                return None
+            job.updated_at.CopyFrom(pipeline.now())
+            return job.SerializeToString()
+
+        await jetstream.kv_update(self.jobs, job_id, apply)
+        job: jobs_pb2.Job = result["job"]  # type: ignore[assignment]
+        if result["step"] is None:
+            return job, pipeline.Advance([], [])
+        step: pipeline.Advance = result["step"]  # type: ignore[assignment]
+        for task in step.new:
+            await jetstream.publish_task(self.js, task.stage, task.payload, task.task_id)
+        if job.state in (S.JOB_STATE_CANCELLED, S.JOB_STATE_FAILED, S.JOB_STATE_REJECTED):
+            # Workers check this before and during tasks: nothing more runs for the job.
+            await self.cancels.put(job_id, job.error.encode() or b"stopped")
+        await self._publish_job(job, shown() or jobs_pb2.JobEvent(stage=job.stage, percent=job.percent))
+        return job, step
+
+    async def _publish_job(self, job: jobs_pb2.Job, event: jobs_pb2.JobEvent) -> None:
+        if not event.HasField("time"):
+            event.time.CopyFrom(pipeline.now())
+        update = jobs_pb2.WatchResponse(job=job, event=event)
+        await self.js.publish(jetstream.job_subject(job.job_id), update.SerializeToString())
+
+    async def _step(self, job_id: str, event: events_pb2.StageEvent | None, republish: bool) -> jobs_pb2.Job:
+        """Apply an event (if any) and advance; ``republish`` re-sends every in-flight task."""
+        services = await self._service_infos()
+        shown: list[jobs_pb2.JobEvent | None] = [None]
+
+        def mutate(job: jobs_pb2.Job) -> pipeline.Advance | None:
+            before = job.SerializeToString(deterministic=True)
+            if event is not None:
+                shown[0] = pipeline.apply_event(job, event)
+            step = pipeline.advance(job, services)
+            if job.SerializeToString(deterministic=True) == before:
+                return step if republish else None
+            return step
+
+        job, step = await self._update(job_id, mutate, lambda: shown[0])
+        if republish:
+            for task in step.inflight:
+                await jetstream.publish_task(self.js, task.stage, task.payload, task.task_id)
+        return job
+
+    async def _consume(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await self._sub.fetch(batch=16, timeout=2)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except Exception as exc:  # broker restart: the client reconnects by itself
+                log.warning("event fetch failed: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            event = events_pb2.StageEvent.FromString(msg.data)
+        except Exception:
+            log.error("dropping an undecodable event on %s", msg.subject)
+            await msg.term()
+            return
+        job_id = event.meta.job_id
+        with log_context(job_id=job_id, stage=event.meta.stage, task_id=event.meta.task_id):
+            try:
+                if event.WhichOneof("outcome") == "progress":
+                    # Progress is for watchers only: no state change, no KV write.
+                    job = await self.get(job_id)
+                    shown = pipeline.apply_event(job, event)
+                    if shown is not None:
+                        await self._publish_job(job, shown)
+                else:
+                    await self._step(job_id, event, republish=int(msg.metadata.num_delivered or 1) > 1)
+                await msg.ack_sync()
+            except NotFound:
+                log.warning("event for unknown job; dropped")
+                await msg.term()
+            except Exception:
+                log.exception("event handling failed; it will be redelivered")
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1)
+
+    def _timeout_for(self, stage: int) -> float:
+        name = pipeline.STAGE_TASK.get(stage, "")
+        return float(getattr(self.settings, f"coordinator_timeout_{name}_s", 3600.0))
+
+    async def _sweep(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.coordinator_sweep_interval_s)
+            if self._stopping.is_set():
+                return
+            try:
+                await self._sweep_once()
+            except Exception:
+                log.exception("sweep failed")
+
+    async def _sweep_once(self) -> None:
+        now_s = time.time()
+        for job in await self.list():
+            if (
+                job.state == S.JOB_STATE_QUEUED
+                and now_s - job.created_at.ToSeconds() > self.settings.coordinator_stall_s
+            ):
+                log.warning("job stalled in QUEUED; re-publishing its tasks", extra={"job_id": job.job_id})
+                await self._step(job.job_id, None, republish=True)
+                continue
+            if job.state != S.JOB_STATE_RUNNING:
+                continue
+            late = pipeline.timed_out(job, self._timeout_for, now_s)
+            if late is None:
+                continue
+            stage, limit = late
+            service = pipeline.STAGE_SERVICE.get(stage, "?")
+            error = f"timed out after {limit:.0f}s (is the {service} service running?)"
+
+            def mutate(j: jobs_pb2.Job, stage: int = stage, error: str = error) -> pipeline.Advance | None:
+                if j.state != S.JOB_STATE_RUNNING:
+                    return None
+                pipeline.fail(j, stage, error)
+                return pipeline.Advance([], [])
+
+            await self._update(job.job_id, mutate, _event(stage, error))
+
+
+def _event(stage: int, message: str) -> Callable[[], jobs_pb2.JobEvent]:
+    event = jobs_pb2.JobEvent(stage=stage, message=message)  # type: ignore[arg-type]
+    return lambda: event
+
+
+def job_error_or(default: str, reason: str) -> str:
+    return f"{default}: {reason}" if reason else default
