@@ -1,0 +1,1 @@
+"""Face alignment (dlib, FFHQ-style with a looser crop), inpainting and dataset preparation."""

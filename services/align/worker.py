@@ -1,0 +1,54 @@
+"""NATS adapter of the align service: the ``align``, ``inpaint`` and ``prepare_dataset`` stages."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ganfolk.runtime.jetstream import StagePolicy
+from ganfolk.runtime.storage import ObjectStore
+from ganfolk.runtime.worker import StageHandler, TaskContext
+from ganfolk.v1 import align_pb2
+from services.align import ops
+from services.align.config import AlignSettings
+from services.align.core import Aligner
+
+# Least seconds between two progress events of a dataset run (the first and last always go out).
+PROGRESS_INTERVAL = 1.0
+
+
+def stages(aligner: Aligner, store: ObjectStore, settings: AlignSettings) -> list[StageHandler[Any]]:
+    async def align(request: align_pb2.AlignFaceRequest, ctx: TaskContext) -> align_pb2.AlignFaceResponse:
+        return await ops.align_face(aligner, store, request, settings)
+
+    async def inpaint(request: align_pb2.InpaintRequest, ctx: TaskContext) -> align_pb2.InpaintResponse:
+        return await ops.inpaint(aligner, store, request, settings)
+
+    async def prepare(
+        request: align_pb2.PrepareDatasetRequest, ctx: TaskContext
+    ) -> align_pb2.PrepareDatasetResponse:
+        last = align_pb2.PrepareDatasetResponse()
+        sent = 0.0
+        async for message in ops.prepare_dataset(aligner, store, request, settings):
+            last = message
+            now = time.monotonic()
+            if message.done or now - sent >= PROGRESS_INTERVAL:
+                sent = now
+                percent = (
+                    100.0 * (message.processed + message.skipped) / message.total if message.total else 100.0
+                )
+                text = (
+                    f"{message.processed + message.skipped}/{message.total} files "
+                    f"({message.skipped} skipped){': ' + message.current if message.current else ''}"
+                )
+                await ctx.progress(percent, text)
+        return last
+
+    # Several single-image tasks at once on a CPU node; a dataset run is long and resumable.
+    quick = StagePolicy(ack_wait=60.0, max_deliver=4, concurrency=2, max_ack_pending=64)
+    long = StagePolicy(ack_wait=300.0, max_deliver=3, concurrency=1, max_ack_pending=4, heartbeat=20.0)
+    return [
+        StageHandler("align", align_pb2.AlignFaceRequest, align, "align_face", quick),
+        StageHandler("inpaint", align_pb2.InpaintRequest, inpaint, "inpaint", quick),
+        StageHandler("prepare_dataset", align_pb2.PrepareDatasetRequest, prepare, "prepare_dataset", long),
+    ]
