@@ -207,7 +207,7 @@ class Chain:
         )
         self.w3 = Web3(provider)
         if settings.mint_poa:
-            self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+            self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, name="poa", layer=0)
         with self.rpc("read the chain id"):
             self.chain_id = int(self.w3.eth.chain_id)
         if settings.mint_chain_id is not None and settings.mint_chain_id != self.chain_id:
@@ -227,8 +227,9 @@ class Chain:
         try:
             yield
         except _NETWORK_ERRORS as exc:
+            state = "answered with an HTTP error" if isinstance(exc, requests.HTTPError) else "is unreachable"
             raise Transient(
-                f"chain RPC {self.rpc_host} is unreachable ({type(exc).__name__}) while trying to {what}; "
+                f"chain RPC {self.rpc_host} {state} ({type(exc).__name__}) while trying to {what}; "
                 "check GANFOLK_MINT_RPC_URL and the node"
             ) from None
 

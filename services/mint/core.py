@@ -97,8 +97,11 @@ def check_recipient(recipient: str) -> str:
     """A checksummed 0x address, or InvalidArgument saying what is wrong with it."""
     value = recipient.strip()
     if not Web3.is_address(value):
-        hint = " (mixed case must be a valid EIP-55 checksum)" if value.lower() != value else ""
-        raise InvalidArgument(f"recipient {value!r} is not a valid 0x address of 20 bytes{hint}")
+        raise InvalidArgument(f"recipient {value!r} is not a valid 0x address of 20 bytes")
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and not Web3.is_checksum_address(value):
+        # A mixed-case address carries an EIP-55 checksum; a wrong one means a typo.
+        raise InvalidArgument(f"recipient {value!r} fails its EIP-55 checksum (mixed case); check for a typo")
     checksummed = Web3.to_checksum_address(value)
     if checksummed == ZERO_ADDRESS:
         raise InvalidArgument("recipient is the zero address; tokens minted there are lost")
