@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
 
 from ganfolk.runtime.service import SERVICE_MODULES, load_definition, run_service
-from ganfolk.runtime.settings import ConfigError, load_settings
+from ganfolk.runtime.settings import ConfigError, Settings, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -56,6 +61,169 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def _target(args: argparse.Namespace) -> str:
+    return str(args.target or os.environ.get("GANFOLK_COORDINATOR", "127.0.0.1:50051"))
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ganfolk.client import JobsClient
+
+    token = args.token or os.environ.get("GANFOLK_COORDINATOR_AUTH_TOKEN")
+    return JobsClient(_target(args), token=token)
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    from ganfolk.v1 import jobs_pb2, vqgan_pb2
+
+    spec = jobs_pb2.JobSpec(
+        prompt=args.prompt or "",
+        num_samples=args.samples,
+        sample_task_size=args.task_size,
+        seed=args.seed,
+        top_k=args.top_k,
+        require_review=args.review,
+        mint=not args.no_mint,
+        recipient=args.recipient or "",
+        force_stages=args.force_stages,
+        description=args.description or "",
+    )
+    if args.no_text:
+        spec.name_and_backstory = False
+    if args.iterations is not None:
+        spec.refine.CopyFrom(vqgan_pb2.RefineParams(iterations=args.iterations))
+    return spec
+
+
+def _progress_line(update: Any) -> str:
+    from ganfolk.v1 import jobs_pb2
+
+    job, event = update.job, update.event
+    filled = int(job.percent / 5)
+    stage = jobs_pb2.Stage.Name(event.stage or job.stage).removeprefix("STAGE_").lower()
+    state = jobs_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    return f"[{'#' * filled:<20}] {job.percent:5.1f}% {state:<15} {stage:<10} {event.message}"
+
+
+async def _watch_until_done(client: Any, job_id: str) -> Any:
+    last = None
+    async for update in client.watch(job_id):
+        print(_progress_line(update), flush=True)
+        last = update.job
+    return last if last is not None else await client.get(job_id)
+
+
+def _portrait(args: argparse.Namespace) -> int:
+    from ganfolk.client import download_outputs
+    from ganfolk.runtime.storage import open_store
+    from ganfolk.v1 import jobs_pb2
+
+    async def run() -> int:
+        async with _client(args) as client:
+            submitted = await client.submit(_spec(args), args.idempotency_key or "")
+            job_id = submitted.job.job_id
+            print(f"job {job_id}{' (existing)' if submitted.existing else ''}", flush=True)
+            job = await _watch_until_done(client, job_id)
+        settings: Settings = load_settings(Settings)
+        store = open_store(settings.store_url, **settings.store_credentials())
+        written = download_outputs(job, store, Path(args.out) / job_id)
+        _summary(job, written)
+        return 0 if job.state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
+
+    return asyncio.run(run())
+
+
+def _summary(job: Any, written: dict[str, str]) -> None:
+    from ganfolk.v1 import jobs_pb2
+
+    print(f"\nstate:    {jobs_pb2.JobState.Name(job.state)}")
+    if job.error:
+        print(f"error:    {job.error}")
+    print(f"prompt:   {job.prompt}")
+    if job.first_name:
+        print(f"name:     {job.first_name} {job.last_name}")
+    if job.backstory:
+        print(f"story:    {job.backstory}")
+    if job.token.token_id:
+        print(f"token:    #{job.token.token_id} on chain {job.token.chain_id} ({job.token.contract_address})")
+    for status in job.stages:
+        if status.skipped:
+            print(f"skipped:  {jobs_pb2.Stage.Name(status.stage)}: {status.skip_reason}")
+    fallbacks = sorted({f for p in job.provenance for f in p.fallbacks})
+    random = sorted({p.service for p in job.provenance for m in p.models if m.random_weights})
+    if fallbacks:
+        print(f"fallbacks: {', '.join(fallbacks)}")
+    if random:
+        print(f"RANDOM WEIGHTS in: {', '.join(random)}")
+    for name, path in written.items():
+        print(f"{name + ':':<10}{path}")
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToJson
+
+    from ganfolk.v1 import jobs_pb2
+
+    async def run() -> int:
+        async with _client(args) as client:
+            if args.action == "submit":
+                reply = await client.submit(_spec(args), args.idempotency_key or "")
+                print(MessageToJson(reply, preserving_proto_field_name=True))
+            elif args.action == "get":
+                print(MessageToJson(await client.get(args.job_id), preserving_proto_field_name=True))
+            elif args.action == "list":
+                state = jobs_pb2.JobState.Value(f"JOB_STATE_{args.state.upper()}") if args.state else 0
+                for job in await client.list(state):
+                    print(
+                        f"{job.job_id}  {jobs_pb2.JobState.Name(job.state):<26} "
+                        f"{job.percent:5.1f}%  {job.prompt}"
+                    )
+            elif args.action == "watch":
+                job = await _watch_until_done(client, args.job_id)
+                return 0 if job.state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
+            elif args.action == "cancel":
+                job = await client.cancel(args.job_id, args.reason or "")
+                print(jobs_pb2.JobState.Name(job.state))
+            elif args.action == "review":
+                decision = jobs_pb2.ReviewDecision.Value(f"REVIEW_DECISION_{args.decision.upper()}")
+                request = jobs_pb2.ReviewRequest(
+                    job_id=args.job_id,
+                    decision=decision,  # type: ignore[arg-type]
+                    first_name=args.first_name or "",
+                    last_name=args.last_name or "",
+                    backstory=args.backstory or "",
+                    note=args.note or "",
+                )
+                job = await client.review(request)
+                print(jobs_pb2.JobState.Name(job.state))
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        print(f"ganfolk: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=int, default=0, help="StyleGAN samples to draw (default 1000)")
+    p.add_argument("--task-size", type=int, default=0, help="samples per sample task (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--iterations", type=int, default=None, help="VQGAN+CLIP iterations (default 50)")
+    p.add_argument("--review", action="store_true", help="stop for review before minting")
+    p.add_argument("--no-mint", action="store_true", help="do not mint the portrait")
+    p.add_argument("--no-text", action="store_true", help="no name or backstory")
+    p.add_argument("--recipient", help="0x address that receives the token")
+    p.add_argument("--description", help="who the portrait shows (for the name and backstory)")
+    p.add_argument("--force-stages", action="store_true", help="run rank/refine even with random weights")
+    p.add_argument("--idempotency-key", help="submitting the same key again returns the first job")
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", help="coordinator address (GANFOLK_COORDINATOR, default 127.0.0.1:50051)")
+    p.add_argument("--token", help="bearer token (GANFOLK_COORDINATOR_AUTH_TOKEN)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfolk", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +237,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (GANFOLK_METRICS_PORT)")
     serve.add_argument("--no-worker", action="store_true", help="serve gRPC only, no NATS stage worker")
     serve.set_defaults(func=_serve)
+
+    portrait = sub.add_parser("portrait", help="make one portrait end to end and download it")
+    portrait.add_argument(
+        "prompt", nargs="?", default="", help="e.g. 'charcoal sketch of an inquisitive Turkish boy'"
+    )
+    portrait.add_argument("--out", default="portraits", help="folder for the outputs")
+    _add_spec_args(portrait)
+    _add_client_args(portrait)
+    portrait.set_defaults(func=_portrait)
+
+    jobs = sub.add_parser("jobs", help="the jobs API: submit, get, list, watch, cancel, review")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser("submit")
+    submit.add_argument("prompt", nargs="?", default="")
+    _add_spec_args(submit)
+    for action in ("get", "watch", "cancel", "review"):
+        a = actions.add_parser(action)
+        a.add_argument("job_id")
+        if action == "cancel":
+            a.add_argument("--reason")
+        if action == "review":
+            a.add_argument("decision", choices=("approve", "edit", "reject"))
+            a.add_argument("--first-name")
+            a.add_argument("--last-name")
+            a.add_argument("--backstory")
+            a.add_argument("--note")
+    listing = actions.add_parser("list")
+    listing.add_argument("--state", help="e.g. running, succeeded, awaiting_review")
+    for a in actions.choices.values():
+        _add_client_args(a)
+    jobs.set_defaults(func=_jobs)
 
     for name, func, text in (
         ("up", _up, "start nats-server, the object store and services in the background"),
