@@ -28,6 +28,7 @@ from PIL import Image
 
 from ganfolk.runtime.models import require_weights_or_random, resolve_device
 from ganfolk.runtime.settings import ConfigError
+from ganfolk.v1 import common_pb2
 from services.clip.batcher import DynamicBatcher
 from services.clip.config import ClipSettings
 from services.clip.loader import LoadedClip, image_size_of, load_clip
@@ -104,6 +105,11 @@ class ClipCore:
     @property
     def random_weights(self) -> bool:
         return bool(self.model_ref.random_weights)
+
+    @property
+    def models(self) -> list[common_pb2.ModelRef]:
+        """The runtime's core convention: what GetInfo and the start-up log report."""
+        return [self.model_ref]
 
     @property
     def dim(self) -> int:

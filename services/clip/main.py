@@ -27,4 +27,5 @@ SERVICE: ServiceDefinition[ClipCore] = ServiceDefinition(
     add_servicers=add_servicers,
     stages=worker.stages,
     default_port=50063,
+    stop=lambda core: core.aclose(),
 )

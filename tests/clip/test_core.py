@@ -46,7 +46,9 @@ def test_rank_matches_manual_cosine(core: ClipCore) -> None:
     scores = core.rank([Prompt(PROMPTS[1])], images)
     expected = manual_cosines(core, [PROMPTS[1]], images)[:, 0]
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
-    assert list(np.argsort(-scores.numpy(), kind="stable")) == list(np.argsort(-expected.numpy(), kind="stable"))
+    assert list(np.argsort(-scores.numpy(), kind="stable")) == list(
+        np.argsort(-expected.numpy(), kind="stable")
+    )
 
 
 def test_weighted_and_negative_prompts(core: ClipCore) -> None:
@@ -124,7 +126,9 @@ async def test_dynamic_batching_merges_concurrent_requests(make_core: Callable[.
     assert core.image_batcher is not None
     before = core.image_batcher.forward_calls
     # Eight concurrent callers with one image each, plus one with three.
-    results = await asyncio.gather(*(core.aembed_images([im]) for im in images), core.aembed_images(images[:3]))
+    results = await asyncio.gather(
+        *(core.aembed_images([im]) for im in images), core.aembed_images(images[:3])
+    )
     assert core.image_batcher.forward_calls - before == 1
     assert core.image_batcher.batch_rows[-1] == 11
     for i, rows in enumerate(results[:8]):
