@@ -120,14 +120,17 @@ class Signer:
         return self._account.sign_transaction(tx)
 
 
-_SIGNERS: dict[tuple[int, str], Signer] = {}
+_SIGNERS: dict[tuple[str, int, str], Signer] = {}
 _SIGNERS_LOCK = threading.Lock()
 
 
-def signer_for(chain_id: int, account: LocalAccount) -> Signer:
-    """The process's one :class:`Signer` for this key on this chain."""
+def signer_for(rpc_url: str, chain_id: int, account: LocalAccount) -> Signer:
+    """The process's one :class:`Signer` for this key on this chain.
+
+    Keyed by RPC URL too: two local dev chains share a chain id but not their nonces.
+    """
     with _SIGNERS_LOCK:
-        key = (chain_id, account.address)
+        key = (rpc_url, chain_id, account.address)
         if key not in _SIGNERS:
             _SIGNERS[key] = Signer(account)
         return _SIGNERS[key]
@@ -215,7 +218,7 @@ class Chain:
                 f"GANFOLK_MINT_CHAIN_ID is {settings.mint_chain_id} but {self.rpc_host} "
                 f"serves chain {self.chain_id}"
             )
-        self.signer = signer_for(self.chain_id, load_account(settings, self.chain_id))
+        self.signer = signer_for(settings.mint_rpc_url, self.chain_id, load_account(settings, self.chain_id))
         self.address = self.signer.address
         # Test hooks: called after the record is written / after the node accepted the tx.
         self.after_record: Callable[[Sent], None] | None = None
