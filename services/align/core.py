@@ -257,9 +257,23 @@ class Aligner:
         self.telea_radius = telea_radius
         self.device = device
 
-    def models(
+    @property
+    def models(self) -> list[common_pb2.ModelRef]:
+        """Every loaded model (the runtime's core convention, shown by GetInfo)."""
+        refs = list(self.detector.models.values())
+        if self.lama is not None:
+            refs.append(self.lama.model)
+        return refs
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """Classical algorithms standing in for a learned model on this replica."""
+        return [] if self.lama is not None else [TELEA]
+
+    def models_for(
         self, detector: Detector | None = None, inpainted_with: str | None = None
     ) -> list[common_pb2.ModelRef]:
+        """The models that took part in one output."""
         refs = []
         if detector is not None:
             refs.append(self.detector.models[detector])
@@ -518,7 +532,7 @@ def prepare_dataset(
         "fallbacks": fallbacks_of([m for e in entries for m in e.get("inpainted_with", [])]),
         "models": [
             {"name": r.name, "source": r.source, "sha256": r.sha256}
-            for r in aligner.models(params.detector, "lama" if params.inpaint else None)
+            for r in aligner.models_for(params.detector, "lama" if params.inpaint else None)
         ],
         "files": [e for e in entries if not e.get("skipped")],
         "skipped_files": [

@@ -181,4 +181,13 @@ def load_detector(
         if cnn is None:
             log.warning("%s not found: only the HOG face detector is available", CNN_FILE)
     log.info("dlib models", extra={"landmarks": str(landmarks), "cnn": str(cnn) if cnn else None})
-    return FaceDetector(landmarks, cnn, detect_max_side, hog_upsample, cnn_upsample)
+    key = (landmarks.resolve(), cnn.resolve() if cnn else None, detect_max_side, hog_upsample, cnn_upsample)
+    with _CACHE_LOCK:
+        # One load per process: a restarted in-process server (tests, reloads) reuses the 100 MB model.
+        if key not in _CACHE:
+            _CACHE[key] = FaceDetector(landmarks, cnn, detect_max_side, hog_upsample, cnn_upsample)
+        return _CACHE[key]
+
+
+_CACHE: dict[tuple[object, ...], FaceDetector] = {}
+_CACHE_LOCK = threading.Lock()

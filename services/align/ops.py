@@ -122,7 +122,7 @@ async def align_face(
     response.provenance.CopyFrom(
         provenance(
             "align",
-            aligner.models(params.detector, "lama" if "lama" in used else None),
+            aligner.models_for(params.detector, "lama" if "lama" in used else None),
             parameters,
             started,
             fallbacks=core.fallbacks_of(used),
@@ -170,7 +170,7 @@ async def inpaint(
     response.provenance.CopyFrom(
         provenance(
             "align",
-            aligner.models(None, used),
+            aligner.models_for(None, used),
             parameters,
             started,
             fallbacks=core.fallbacks_of([used]),
