@@ -20,9 +20,11 @@ class AlignSettings(Settings):
     align_output_size: int = 512
     # Crop scale relative to FFHQ's (1.0 = FFHQ); the article cropped looser to keep the whole head.
     align_looseness: float = 1.3
-    # Detection runs on a copy whose longer side is at most this (landmarks use full resolution).
+    # Detection runs on a copy whose longer side is at most this, upsampling included
+    # (landmarks use full resolution).
     align_detect_max_side: int = 1024
-    # Image pyramid upsamplings for the detectors (1 finds faces down to ~40 px).
+    # Image pyramid upsamplings for the detectors (1 finds faces down to ~40 px); applied only
+    # while the upsampled image stays within align_detect_max_side.
     align_hog_upsample: int = 1
     align_cnn_upsample: int = 0
     # Telea neighbourhood radius in pixels.

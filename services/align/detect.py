@@ -105,6 +105,14 @@ class FaceDetector:
         if cnn_path:
             self.models["cnn"] = model_ref("dlib-mmod-human-face", str(cnn_path), file_sha256(cnn_path))
 
+    def _upsample(self, image: np.ndarray, wanted: int) -> int:
+        """Pyramid-up steps, fewer when they would take detection past ``detect_max_side`` px."""
+        side = max(image.shape[:2])
+        up = 0
+        while up < wanted and side * 2 ** (up + 1) <= self.detect_max_side:
+            up += 1
+        return up
+
     def detect(self, image: np.ndarray, detector: Detector = "hog") -> list[Face]:
         """Faces in an RGB uint8 image, largest first (ties: higher detector score first)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -130,9 +138,10 @@ class FaceDetector:
             found: list[tuple[object, float]] = []
             if detector == "cnn":
                 assert self.cnn is not None
-                found = [(d.rect, float(d.confidence)) for d in self.cnn(small, self.cnn_upsample)]
+                up = self._upsample(small, self.cnn_upsample)
+                found = [(d.rect, float(d.confidence)) for d in self.cnn(small, up)]
             else:
-                rects, scores, _ = self.hog.run(small, self.hog_upsample, 0.0)
+                rects, scores, _ = self.hog.run(small, self._upsample(small, self.hog_upsample), 0.0)
                 found = [(r, float(s)) for r, s in zip(rects, scores, strict=True)]
             for rect, score in found:
                 box = (
