@@ -48,7 +48,7 @@ async def text_stub(local_llm: LocalLLM, tmp_path_factory: pytest.TempPathFactor
         store_url=str(tmp_path_factory.mktemp("text-store")),
         text_llm_base_url=local_llm.base_url,
         text_llm_timeout_seconds=120,
-        text_max_attempts=3,
+        text_max_attempts=2,
     ) as (_, channel):
         yield text_pb2_grpc.TextServiceStub(channel)
 

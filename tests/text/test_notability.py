@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,6 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from services.text.notability import NotabilityChecker
-from tests.text.conftest import WORDNET
 
 
 @pytest.mark.parametrize(
@@ -71,10 +71,12 @@ def mediawiki() -> Iterator[str]:
     server.server_close()
 
 
-def test_wikipedia_api_when_configured(mediawiki: str) -> None:
-    checker = NotabilityChecker(WORDNET, wikipedia_api_url=mediawiki, wikipedia_timeout=2)
+def test_wikipedia_api_when_configured(mediawiki: str, notability: NotabilityChecker) -> None:
+    checker = copy.copy(notability)
+    checker.wikipedia_api_url, checker.wikipedia_timeout = mediawiki, 2
     assert checker.check("Frida Kahlo") == "Wikipedia: Frida Kahlo"  # not in WordNet
     assert checker.check("Sophia Santos") is None
-    down = NotabilityChecker(WORDNET, wikipedia_api_url="http://127.0.0.1:9/api.php", wikipedia_timeout=1)
+    down = copy.copy(notability)
+    down.wikipedia_api_url, down.wikipedia_timeout = "http://127.0.0.1:9/api.php", 1
     assert down.check("Sophia Santos") is None  # unreachable: logged, WordNet still answers
     assert down.check("Claude Monet") is not None
