@@ -9,7 +9,7 @@ import torch
 from ganfolk.runtime.images import store_image_sync
 from ganfolk.runtime.settings import ConfigError
 from ganfolk.runtime.storage import LocalStore
-from ganfolk.v1 import clip_pb2, clip_pb2_grpc, common_pb2
+from ganfolk.v1 import clip_pb2, clip_pb2_grpc, common_pb2, info_pb2, info_pb2_grpc
 from services.clip.core import ClipCore, Prompt
 from services.clip.main import SERVICE
 from tests.clip.conftest import Tiny, noise_image, png_bytes
@@ -145,6 +145,8 @@ async def test_random_weights_are_marked_in_provenance(tiny: Tiny, tmp_path) -> 
             clip_pb2.RankRequest(prompts=[prompt("a")], images=[inline(0)])
         )
         assert reply.provenance.models[0].random_weights
+        info = await info_pb2_grpc.InfoServiceStub(channel).GetInfo(info_pb2.GetInfoRequest())
+        assert info.random_weights and info.models[0].name == "tiny-clip-test"
 
 
 async def test_missing_checkpoint_stops_start_up_naming_the_variable(tiny: Tiny, tmp_path) -> None:
