@@ -182,6 +182,24 @@ def up(
         else:
             stack.store_url = str(state / "objects")
         env["GANFOLK_STORE_URL"] = stack.store_url
+        if "text" in chosen and not env.get("GANFOLK_TEXT_LLM_BASE_URL"):
+            # The local LLM (llama.cpp serving SmolLM2-135M) as its own process.
+            port = _free_port()
+            log = logs / "llm.log"
+            proc = _spawn([sys.executable, "-m", "services.text.local_llm", "--port", str(port)], log)
+            stack.processes.append(Proc("llm (local)", proc.pid, str(log), port))
+            _wait_port(port, proc, log, 180)
+            env["GANFOLK_TEXT_LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
+        if "mint" in chosen and not env.get("GANFOLK_MINT_RPC_URL"):
+            from services.mint.anvil import anvil_binary
+
+            port = _free_port()
+            log = logs / "anvil.log"
+            cmd = [anvil_binary(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"]
+            proc = _spawn([*cmd, "--state", str(state / "chain.json")], log)
+            stack.processes.append(Proc("anvil", proc.pid, str(log), port))
+            _wait_port(port, proc, log, 30)
+            env["GANFOLK_MINT_RPC_URL"] = f"http://127.0.0.1:{port}"
         if allow_random_weights:
             env.setdefault("GANFOLK_ALLOW_RANDOM_WEIGHTS", "1")
 
