@@ -32,3 +32,9 @@ class AlignSettings(Settings):
     # Most files one PrepareDataset request may list.
     align_max_dataset_files: int = 100_000
     align_output_prefix: str = "aligned"
+    # Comma-separated folders that PrepareDataset may read local sources from (a folder path or
+    # file:// URI must lie under one). Empty: any folder this process can read (one-machine mode).
+    align_local_source_roots: str = ""
+
+    def local_source_roots(self) -> list[str]:
+        return [r.strip() for r in self.align_local_source_roots.split(",") if r.strip()]

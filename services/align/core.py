@@ -424,10 +424,23 @@ def _list_prefix(store: ObjectStore, prefix: str, exclude: str, limit: int) -> l
     return files
 
 
-def list_source(store: ObjectStore, source: str, destination: str, limit: int) -> list[SourceFile]:
+def _allowed_folder(folder: Path, roots: list[str] | None) -> Path:
+    resolved = folder.resolve()
+    if roots and not any(resolved.is_relative_to(Path(r).resolve()) for r in roots):
+        raise ValueError(
+            f"source folder {folder} is outside the folders this service may read "
+            f"({', '.join(roots)}; GANFOLK_ALIGN_LOCAL_SOURCE_ROOTS): upload the photos to the store instead"
+        )
+    return resolved
+
+
+def list_source(
+    store: ObjectStore, source: str, destination: str, limit: int, roots: list[str] | None = None
+) -> list[SourceFile]:
     """Files under a folder path, a file:// folder, or an s3://bucket/prefix in the service's store.
 
-    The destination's own objects are never listed as inputs.
+    Local folders must lie under one of ``roots`` when given. The destination's own objects are
+    never listed as inputs.
     """
     if not source:
         raise ValueError("source is empty: give a folder path, file:///folder or s3://bucket/prefix")
@@ -446,11 +459,11 @@ def list_source(store: ObjectStore, source: str, destination: str, limit: int) -
     if dest_uri.startswith("file://"):
         exclude = Path("/" + parse_uri(dest_uri)[2])
     if source.startswith("file://"):
-        folder = (
-            Path("/" + parse_uri(source.rstrip("/"))[2]) if source.rstrip("/") != "file://" else Path("/")
-        )
-        return _list_folder(folder, limit, exclude)
-    return _list_folder(Path(source), limit, exclude)
+        trimmed = source.rstrip("/")
+        folder = Path("/" + parse_uri(trimmed)[2]) if trimmed != "file:" else Path("/")
+    else:
+        folder = Path(source)
+    return _list_folder(_allowed_folder(folder, roots), limit, exclude)
 
 
 def _slug(rel: str) -> str:
@@ -481,6 +494,7 @@ def prepare_dataset(
     max_pixels: int,
     progress: Callable[[Progress], None] | None = None,
     max_files: int = 100_000,
+    local_roots: list[str] | None = None,
 ) -> Progress:
     """Align (and inpaint) every image under ``source`` into ``destination`` in the store.
 
@@ -491,7 +505,7 @@ def prepare_dataset(
     with no face or over the pixel limit are skipped and recorded, not retried.
     """
     dest = validate_key(destination.strip("/"))
-    files = list_source(store, source, dest, max_files)
+    files = list_source(store, source, dest, max_files, local_roots)
     total = len(files)
     started = time.perf_counter()
 

@@ -240,6 +240,7 @@ async def prepare_dataset(
             settings.max_image_pixels,
             on_progress,
             settings.align_max_dataset_files,
+            settings.local_source_roots(),
         )
     )
     try:

@@ -307,3 +307,34 @@ def test_prepare_dataset_from_a_store_prefix(aligner: Aligner, tmp_path: Path) -
         prepare_dataset(aligner, store, "s3://elsewhere/raw", "out", AlignParams(), 10**8)
     with pytest.raises(NotFound, match="source folder not found"):
         prepare_dataset(aligner, store, str(tmp_path / "missing"), "out", AlignParams(), 10**8)
+    # Local folders can be confined to configured roots.
+    roots = [str(tmp_path / "objects")]
+    final = prepare_dataset(
+        aligner, store, str(tmp_path / "objects/raw"), "raw/aligned", AlignParams(), 10**8, local_roots=roots
+    )
+    assert final.total == 2
+    with pytest.raises(ValueError, match="GANFOLK_ALIGN_LOCAL_SOURCE_ROOTS"):
+        prepare_dataset(aligner, store, str(tmp_path), "o3", AlignParams(), 10**8, local_roots=roots)
+    with pytest.raises(ValueError, match="outside the folders"):
+        prepare_dataset(aligner, store, f"file://{tmp_path}/", "o3", AlignParams(), 10**8, local_roots=roots)
+
+
+@pytest.mark.parametrize("level_eyes", [True, False])
+def test_quad_geometry_on_synthetic_landmarks(level_eyes: bool) -> None:
+    """A symmetric face turned by 10 degrees: both FFHQ's quad and the eye-line quad undo the turn."""
+    from services.align.core import face_quad
+
+    lm = np.zeros((68, 2))
+    lm[36:42] = [-30.0, 0.0]  # left eye centre
+    lm[42:48] = [30.0, 0.0]  # right eye centre
+    lm[48], lm[54] = [-20.0, 70.0], [20.0, 70.0]  # mouth corners
+    theta = math.radians(10)
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    lm = lm @ rot.T + [300.0, 200.0]
+    quad = face_quad(lm, looseness=1.5, level_eyes=level_eyes)
+    top = quad[3] - quad[0]
+    assert math.degrees(math.atan2(top[1], top[0])) == pytest.approx(10.0, abs=1e-6)
+    # FFHQ's size: |x| = max(2 * eye distance, 1.8 * eye-to-mouth) = max(120, 126) = 126, times looseness.
+    assert float(np.hypot(*top)) == pytest.approx(2 * 126 * 1.5)
+    centre = quad.mean(0)
+    assert np.allclose(centre, np.array([0.0, 7.0]) @ rot.T + [300.0, 200.0])
