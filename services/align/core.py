@@ -65,6 +65,8 @@ class AlignedFace:
     mask: np.ndarray  # S x S uint8, 255 where the output fell outside the source picture
     landmarks: np.ndarray  # (68, 2) in source coordinates
     box: tuple[float, float, float, float]
+    # Angle of the crop's top edge (the eye line) in the source, degrees, y down: the output is the
+    # source turned by this much counter-clockwise as displayed.
     rotation_degrees: float
     quad: np.ndarray  # (4, 2) source corners of the output: top-left, bottom-left, bottom-right, top-right
     matrix: np.ndarray  # (2, 3) affine: source pixel centre -> output pixel centre
