@@ -17,6 +17,10 @@ from PIL import Image, UnidentifiedImageError
 from ganfolk.runtime.storage import ObjectStore, sha256_hex
 from ganfolk.v1 import common_pb2
 
+# Pillow's own bomb check would fire first with a vaguer message; decode_image checks the
+# configured limit from the header, before any pixel is decoded.
+Image.MAX_IMAGE_PIXELS = None
+
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode encoded image bytes to RGB, refusing empty, corrupt or oversized images.
