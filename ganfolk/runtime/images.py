@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import warnings
+import struct
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ganfolk.runtime.storage import ObjectStore, sha256_hex
 from ganfolk.v1 import common_pb2
@@ -22,36 +22,69 @@ from ganfolk.v1 import common_pb2
 Image.MAX_IMAGE_PIXELS = None
 
 
+def _sniff_size(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) straight from a PNG, GIF or BMP header, before Pillow sees it."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return "PNG", w, h
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        w, h = struct.unpack("<HH", data[6:10])
+        return "GIF", w, h
+    if data[:2] == b"BM" and len(data) >= 26:
+        (header_size,) = struct.unpack("<I", data[14:18])
+        if header_size == 12:  # OS/2 core header: unsigned 16-bit sizes
+            w, h = struct.unpack("<HH", data[18:22])
+        else:  # BITMAPINFOHEADER and later: signed, negative height = top-down
+            w, h = struct.unpack("<ii", data[18:26])
+        return "BMP", abs(w), abs(h)
+    return None
+
+
+def _check_size(fmt: str, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ValueError(f"zero-size image: the {fmt} header says {width}x{height} pixels")
+    if width * height > max_pixels:
+        raise ValueError(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,}; downscale it first"
+        )
+
+
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode encoded image bytes to RGB, refusing empty, corrupt or oversized images.
+    """Decode encoded image bytes to upright RGB, refusing empty, corrupt or oversized images.
 
     The pixel count is checked from the header before any pixel is decoded, so a
-    decompression bomb costs nothing.
+    decompression bomb costs nothing. EXIF orientation is applied, alpha dropped, and
+    the first frame of an animation used.
     """
     if not data:
         raise ValueError("image is empty (0 bytes)")
+    data = bytes(data)
+    sniffed = _sniff_size(data)
+    if sniffed is not None:
+        _check_size(*sniffed, max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width == 0 or height == 0:
-                raise ValueError(f"image has zero size ({width}x{height})")
-            if width * height > max_pixels:
-                raise ValueError(
-                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{max_pixels:,}; downscale it first"
-                )
-            img.load()
-    except ValueError:
-        raise
+        img = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
         raise ValueError(
-            "not an image: the bytes are not PNG, JPEG, WebP or another format Pillow reads"
+            f"not an image: {len(data):,} bytes starting {data[:8].hex(' ')} are not PNG, JPEG, WebP "
+            "or another format Pillow reads"
         ) from None
-    except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"corrupt image: {exc}") from None
-    return img.convert("RGB")
+    except Exception as exc:
+        raise ValueError(f"corrupt image header: {exc}") from None
+    with img:
+        _check_size(img.format or "image", *img.size, max_pixels)
+        try:
+            img.load()
+            upright = ImageOps.exif_transpose(img) or img
+            return upright.convert("RGB")
+        except Exception as exc:
+            raise ValueError(f"corrupt image: {img.format} {img.size[0]}x{img.size[1]}: {exc}") from None
+
+
+def decode_array(data: bytes, max_pixels: int) -> np.ndarray:
+    """:func:`decode_image` as an (H, W, 3) uint8 array."""
+    return np.asarray(decode_image(data, max_pixels), dtype=np.uint8).copy()
 
 
 def encode_png(img: Image.Image | np.ndarray) -> bytes:

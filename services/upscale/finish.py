@@ -30,7 +30,6 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FinishParams",
     "add_noise",
-    "decode_image",
     "finish",
     "unsharp_mask",
     "vignette",
@@ -388,88 +387,3 @@ def finish(img: np.ndarray, params: FinishParams, backend: SRBackend) -> tuple[n
         "timings_ms": {k: round(v, 3) for k, v in timings.items()},
     }
     return out, provenance
-
-
-# --------------------------------------------------------------------------- input guard
-
-
-def _sniff_size(data: bytes) -> tuple[str, int, int] | None:
-    """(format, width, height) read straight from a PNG, GIF or BMP header, without PIL."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        w, h = struct.unpack(">II", data[16:24])
-        return "PNG", w, h
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        w, h = struct.unpack("<HH", data[6:10])
-        return "GIF", w, h
-    if data[:2] == b"BM" and len(data) >= 26:
-        (header_size,) = struct.unpack("<I", data[14:18])
-        if header_size == 12:  # OS/2 core header: unsigned 16-bit sizes
-            w, h = struct.unpack("<HH", data[18:22])
-        else:  # BITMAPINFOHEADER and later: signed 32-bit, negative height = top-down
-            w, h = struct.unpack("<ii", data[18:26])
-        return "BMP", abs(w), abs(h)
-    return None
-
-
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes (PNG, JPEG, WebP, …) to an RGB ``uint8`` array (H, W, 3), safely.
-
-    The width and height are read from the header and checked against
-    ``max_pixels`` before any pixel data is decoded (decompression-bomb guard).
-    EXIF orientation is applied; alpha is dropped; for animations the first frame
-    is used.
-
-    Raises ``ValueError`` with a message saying what is wrong: no bytes, not an
-    image, a zero-size image, an image over the pixel limit, or corrupt/truncated
-    pixel data.
-    """
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ValueError(f"image data must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if not data:
-        raise ValueError("no image data: the input is empty (0 bytes)")
-
-    def over_limit(w: int, h: int) -> ValueError:
-        return ValueError(
-            f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} pixels; "
-            "send a smaller image (the finishing stage expects about 512x512)"
-        )
-
-    sniffed = _sniff_size(data)
-    if sniffed is not None:
-        fmt, w, h = sniffed
-        if w == 0 or h == 0:
-            raise ValueError(f"zero-size image: the {fmt} header says {w}x{h} pixels")
-        if w * h > max_pixels:
-            raise over_limit(w, h)
-    try:
-        im = Image.open(io.BytesIO(data))  # reads the header only
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"image is over the pixel limit of {max_pixels} pixels ({exc})") from exc
-    except UnidentifiedImageError as exc:
-        head = data[:8].hex(" ")
-        raise ValueError(
-            f"not a recognised image ({len(data)} bytes starting {head}); send PNG, JPEG or WebP"
-        ) from exc
-    except Exception as exc:
-        raise ValueError(f"could not read the image header: {exc}") from exc
-    with im:
-        w, h = im.size
-        if w <= 0 or h <= 0:
-            raise ValueError(f"zero-size image: the {im.format} header says {w}x{h} pixels")
-        if w * h > max_pixels:
-            raise over_limit(w, h)
-        try:
-            im.load()
-            upright = ImageOps.exif_transpose(im) or im
-            rgb = upright.convert("RGB")
-        except Image.DecompressionBombError as exc:
-            raise ValueError(f"image is over the pixel limit of {max_pixels} pixels ({exc})") from exc
-        except Exception as exc:
-            raise ValueError(f"{im.format} image {w}x{h} is corrupt or truncated: {exc}") from exc
-    arr = np.asarray(rgb, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"decoded image has an unexpected shape {arr.shape}")
-    return arr.copy()
