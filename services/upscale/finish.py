@@ -12,9 +12,7 @@ to create a painterly effect", then super-resolution from 512x512 to
 
 from __future__ import annotations
 
-import io
 import math
-import struct
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -22,7 +20,7 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
 from .backends import SRBackend
 
