@@ -1,0 +1,241 @@
+"""The Refine operation on protobuf messages, shared by the gRPC servicer and the NATS stage.
+
+Validation lives here so both adapters reject the same bad requests with the same words.
+
+Sizes: ``params.size`` must be a multiple of the VQGAN's downsampling factor (16 for the public f16
+models) -- a size that is not is **rejected** (INVALID_ARGUMENT naming the two nearest valid sizes),
+never silently changed, so the output is always the size asked for. The init image itself may have
+any size or aspect: it is centre-cropped to a square and resized (Lanczos) to ``size`` × ``size``.
+Requests whose estimated memory is over the replica's budget fail before any work with
+RESOURCE_EXHAUSTED saying to lower ``cutn`` or ``size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import asdict
+from typing import Any
+
+from ganfolk.runtime.errors import ResourceExhausted
+from ganfolk.runtime.images import read_image, store_image
+from ganfolk.runtime.models import provenance
+from ganfolk.runtime.storage import ObjectStore, validate_key
+from ganfolk.v1 import vqgan_pb2
+from services.vqgan.augment import AugmentParams
+from services.vqgan.config import VQGANSettings
+from services.vqgan.core import VQGANCore
+from services.vqgan.refine import Progress, Prompt, RefineParams, RefineResult
+
+_AUG_FIELDS = (
+    "hflip_p",
+    "sharpness",
+    "sharpness_p",
+    "affine_degrees",
+    "affine_translate",
+    "affine_p",
+    "perspective_distortion",
+    "perspective_p",
+    "jitter_hue",
+    "jitter_saturation",
+    "jitter_p",
+    "noise_factor",
+)
+
+
+def prompts_of(request: vqgan_pb2.RefineRequest, settings: VQGANSettings) -> list[Prompt]:
+    prompts = [
+        Prompt(p.text.strip(), p.weight if p.HasField("weight") else 1.0)
+        for p in request.prompts
+        if p.text.strip()
+    ]
+    if not prompts:
+        raise ValueError("no prompts: add at least one prompt with non-empty text")
+    if len(prompts) > settings.vqgan_max_prompts:
+        raise ValueError(f"{len(prompts)} prompts, at most {settings.vqgan_max_prompts} per request")
+    if not any(p.weight > 0 for p in prompts):
+        raise ValueError("every prompt weight is <= 0: give at least one prompt a positive weight")
+    return prompts
+
+
+def _seed(request: vqgan_pb2.RefineRequest) -> int:
+    if request.params.HasField("seed"):
+        return int(request.params.seed)
+    if request.meta.task_id:  # a retried task refines the same way
+        return int.from_bytes(hashlib.sha256(request.meta.task_id.encode()).digest()[:4], "big") >> 1
+    return secrets.randbelow(2**31)
+
+
+def augment_params(msg: vqgan_pb2.Augmentations) -> AugmentParams:
+    values: dict[str, Any] = {f: getattr(msg, f) for f in _AUG_FIELDS if msg.HasField(f)}
+    aug = AugmentParams(enabled=not msg.disabled, **values)
+    aug.validate()
+    return aug
+
+
+def refine_params(request: vqgan_pb2.RefineRequest, settings: VQGANSettings, factor: int) -> RefineParams:
+    """Check a RefineRequest's params and apply the defaults; ValueError says what to fix,
+    ResourceExhausted says which configured limit (size, cutn) a request is over."""
+    p = request.params
+    size = p.size if p.HasField("size") else settings.vqgan_default_size
+    if size < factor:
+        raise ValueError(f"size must be at least the VQGAN downsampling factor {factor}, got {size}")
+    if size % factor:
+        lower, upper = size - size % factor, size - size % factor + factor
+        raise ValueError(
+            f"size {size} is not a multiple of the VQGAN downsampling factor {factor}; use {lower} or {upper}"
+        )
+    if size > settings.vqgan_max_size:
+        raise ResourceExhausted(
+            f"size {size} px is over this replica's limit of {settings.vqgan_max_size} px "
+            "(GANFOLK_VQGAN_MAX_SIZE); lower size"
+        )
+    iterations = p.iterations if p.HasField("iterations") else 50
+    if iterations < 1:
+        raise ValueError("iterations must be at least 1 (leave it unset for the default of 50)")
+    if iterations > settings.vqgan_max_iterations:
+        raise ValueError(
+            f"iterations {iterations} is over the limit of {settings.vqgan_max_iterations} per request"
+        )
+    cutn = p.cutn if p.HasField("cutn") else 64
+    if cutn < 1:
+        raise ValueError("cutn must be at least 1 (leave it unset for the default of 64)")
+    if cutn > settings.vqgan_max_cutn:
+        raise ResourceExhausted(
+            f"cutn {cutn} is over this replica's limit of {settings.vqgan_max_cutn} "
+            "(GANFOLK_VQGAN_MAX_CUTN); lower cutn"
+        )
+    step = p.step_size if p.HasField("step_size") else 0.01
+    if not 0.0 < step <= 10.0:
+        raise ValueError(f"step_size must be in (0, 10], got {step}")
+    cut_pow = p.cut_pow if p.HasField("cut_pow") else 1.0
+    if not 0.0 < cut_pow <= 100.0:
+        raise ValueError(f"cut_pow must be in (0, 100], got {cut_pow}")
+    init_weight = p.init_weight if p.HasField("init_weight") else 0.0
+    if not init_weight >= 0.0:
+        raise ValueError(f"init_weight must be >= 0, got {init_weight}")
+    if p.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {p.seed}")
+    snapshot_every = p.snapshot_every if p.HasField("snapshot_every") else 0
+    return RefineParams(
+        size=size,
+        step_size=step,
+        iterations=iterations,
+        cutn=cutn,
+        cut_pow=cut_pow,
+        init_weight=init_weight,
+        seed=_seed(request),
+        snapshot_every=snapshot_every,
+        augment=augment_params(p.augmentations),
+    )
+
+
+def output_prefix(request: vqgan_pb2.RefineRequest, settings: VQGANSettings) -> str:
+    prefix = request.output_prefix or request.meta.output_prefix
+    if not prefix:
+        # Direct calls without a prefix get their own folder, so callers never overwrite each other.
+        prefix = f"{settings.vqgan_output_prefix}/{uuid.uuid4().hex}"
+    return validate_key(prefix.strip("/"))
+
+
+def _parameters(params: RefineParams, prompts: list[Prompt]) -> dict[str, Any]:
+    out = asdict(params)
+    out.pop("seed")
+    out["augmentations"] = out.pop("augment")
+    out["prompts"] = [{"text": p.text, "weight": p.weight} for p in prompts]
+    return out
+
+
+async def refine_stream(
+    core: VQGANCore,
+    store: ObjectStore,
+    request: vqgan_pb2.RefineRequest,
+    settings: VQGANSettings,
+    should_stop: Callable[[], bool] | None = None,
+) -> AsyncGenerator[vqgan_pb2.RefineResponse, None]:
+    """Validate, refine in a worker thread, and yield one RefineResponse per iteration (snapshots are
+    stored as ``<prefix>/iter-NNNN.png``), then the final one (``<prefix>/final.png``, done=true).
+
+    Closing the iterator (a cancelled RPC) or ``should_stop()`` returning True stops the loop before
+    its next iteration; the loop then raises :class:`~services.vqgan.refine.RefineStopped`.
+    """
+    prompts = prompts_of(request, settings)
+    params = refine_params(request, settings, core.factor)
+    core.check_memory(params.size, params.cutn)  # fail before reading anything
+    prefix = output_prefix(request, settings)
+    init = None
+    if request.HasField("init_image"):
+        init = await read_image(
+            store, request.init_image, settings.max_image_pixels, settings.max_inline_image_mb << 20
+        )
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Progress] = asyncio.Queue()
+    stop = threading.Event()
+
+    def on_progress(p: Progress) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, p)
+
+    def stopping() -> bool:
+        return stop.is_set() or (should_stop is not None and should_stop())
+
+    started = time.perf_counter()
+    work: asyncio.Future[RefineResult] = asyncio.ensure_future(
+        asyncio.to_thread(core.refine, init, prompts, params, on_progress, stopping)
+    )
+    total = params.iterations
+
+    async def message(p: Progress) -> vqgan_pb2.RefineResponse:
+        reply = vqgan_pb2.RefineResponse(iteration=p.iteration, total_iterations=total, loss=p.loss)
+        if p.snapshot is not None:
+            key = f"{prefix}/iter-{p.iteration:04d}.png"
+            reply.snapshot.CopyFrom(await store_image(store, key, p.snapshot))
+        return reply
+
+    getter: asyncio.Future[Progress] | None = None
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            pending: set[asyncio.Future[Any]] = {getter, work}
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield await message(getter.result())
+                continue
+            getter.cancel()
+            while not queue.empty():  # progress queued before the thread returned
+                yield await message(queue.get_nowait())
+            break
+        result = work.result()
+        final = await store_image(store, f"{prefix}/final.png", result.image)
+        reply = vqgan_pb2.RefineResponse(
+            iteration=total,
+            total_iterations=total,
+            loss=result.losses[-1],
+            done=True,
+            final_image=final,
+        )
+        if params.snapshot_every and total % params.snapshot_every == 0:
+            reply.snapshot.CopyFrom(final)
+        reply.provenance.CopyFrom(
+            provenance(
+                "vqgan",
+                list(core.models),
+                _parameters(params, prompts),
+                started,
+                seeds=[params.seed],
+                device=core.device,
+            )
+        )
+        yield reply
+    finally:
+        stop.set()  # a consumer that went away (cancelled RPC) stops the loop within one iteration
+        if getter is not None and not getter.done():
+            getter.cancel()
+        if not work.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(work)

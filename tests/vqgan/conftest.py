@@ -1,0 +1,116 @@
+"""The golden tiny VQGAN (f2, 32 px) and a tiny random open_clip checkpoint made for these tests."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganfolk.runtime.models import file_sha256
+
+
+def _golden_dir() -> Path:
+    env = os.environ.get("GANFOLK_GOLDEN")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2]
+    for cand in (repo / "shared" / "golden", repo.parent / "shared" / "golden", Path("/work/shared/golden")):
+        if cand.is_dir():
+            return cand
+    return repo / "shared" / "golden"
+
+
+GOLDEN = _golden_dir()
+CKPT, YAML = GOLDEN / "vqgan_tiny.ckpt", GOLDEN / "vqgan_tiny.yaml"
+
+# A one-layer ViT on 32 px images (the golden VQGAN's size): an iteration takes tens of ms on CPU.
+CLIP_NAME = "tiny-clip-vqgan-test"
+CLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@dataclass(frozen=True)
+class Models:
+    clip_config: Path
+    clip_checkpoint: Path
+    clip_sha256: str
+
+    def env(self, **overrides: Any) -> dict[str, Any]:
+        """Settings (as GANFOLK_* variables) that point the service at the golden VQGAN + tiny CLIP."""
+        base: dict[str, Any] = {
+            "GANFOLK_VQGAN_CHECKPOINT": str(CKPT),
+            "GANFOLK_VQGAN_CONFIG": str(YAML),
+            "GANFOLK_VQGAN_CHECKPOINT_SHA256": file_sha256(CKPT),
+            "GANFOLK_VQGAN_CLIP_MODEL": CLIP_NAME,
+            "GANFOLK_VQGAN_CLIP_MODEL_CONFIG": str(self.clip_config),
+            "GANFOLK_VQGAN_CLIP_CHECKPOINT": str(self.clip_checkpoint),
+            "GANFOLK_VQGAN_CLIP_SHA256": self.clip_sha256,
+            "GANFOLK_VQGAN_DEFAULT_SIZE": "32",
+            "GANFOLK_VQGAN_CPU_THREADS": "1",
+            "GANFOLK_DEVICE": "cpu",
+        }
+        base.update({f"GANFOLK_{k.upper()}": str(v) for k, v in overrides.items()})
+        return base
+
+    def settings(self, **overrides: Any) -> Any:
+        from services.vqgan.config import VQGANSettings
+
+        values = {k.removeprefix("GANFOLK_").lower(): v for k, v in self.env(**overrides).items()}
+        return VQGANSettings(**values)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """On a shared, busy CPU, spinning OpenMP threads make these small models many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    if not CKPT.is_file():
+        pytest.skip(f"golden files not found under {GOLDEN}")
+    from services.clip.loader import load_clip
+
+    d = tmp_path_factory.mktemp("vqgan-clip")
+    config = d / f"{CLIP_NAME}.json"
+    config.write_text(json.dumps(CLIP_CONFIG))
+    torch.manual_seed(4321)
+    random_model = load_clip(CLIP_NAME, None, allow_random=True, model_config=config)
+    checkpoint = d / "tiny-clip.pt"
+    torch.save(random_model.model.state_dict(), checkpoint)
+    return Models(config, checkpoint, file_sha256(checkpoint))
+
+
+@pytest.fixture(scope="session")
+def core(models: Models) -> Any:
+    from services.vqgan.core import load_core
+
+    return load_core(models.settings())
+
+
+def face(seed: int = 0, size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A smooth colourful test image (not square, so the centre crop is exercised)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
