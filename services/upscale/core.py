@@ -1,0 +1,94 @@
+"""Finishing core: the loaded super-resolution backends and the finish pipeline. No gRPC here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ganfolk.runtime.models import fetch_weights, model_ref, resolve_device
+from ganfolk.v1 import common_pb2
+from services.upscale.backends import LanczosBackend, NcnnRealESRGANBackend, SRBackend, select_backend
+from services.upscale.config import UpscaleSettings
+from services.upscale.finish import FinishParams, finish
+
+log = logging.getLogger(__name__)
+
+
+def backend_model(backend: SRBackend) -> tuple[list[common_pb2.ModelRef], list[str]]:
+    """ModelRefs and named fallbacks of a backend, for provenance and GetInfo."""
+    if isinstance(backend, LanczosBackend):
+        return [], ["lanczos"]
+    random = "RANDOM" in backend.model_id.upper()
+    return [model_ref(backend.name, backend.model_id, "", random_weights=random)], []
+
+
+@dataclass
+class Finisher:
+    default: SRBackend
+    device: str
+    settings: UpscaleSettings
+    _others: dict[str, SRBackend] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def models(self) -> list[common_pb2.ModelRef]:
+        return backend_model(self.default)[0]
+
+    @property
+    def fallbacks(self) -> list[str]:
+        return backend_model(self.default)[1]
+
+    def backend(self, name: str) -> SRBackend:
+        """The backend a request asks for: ``auto`` is the service's default."""
+        if name == "auto":
+            return self.default
+        with self._lock:
+            if name not in self._others:
+                if name == "lanczos":
+                    self._others[name] = LanczosBackend()
+                elif name == "ncnn":
+                    if isinstance(self.default, NcnnRealESRGANBackend):
+                        self._others[name] = self.default
+                    else:
+                        self._others[name] = NcnnRealESRGANBackend()
+                elif name == "torch":
+                    if "rrdbnet" not in self.default.name:
+                        raise ValueError(
+                            "the torch RRDBNet backend needs GANFOLK_UPSCALE_CHECKPOINT on the service; "
+                            "ask for backend AUTO, NCNN_REALESRGAN or LANCZOS"
+                        )
+                    self._others[name] = self.default
+            return self._others[name]
+
+    def run(
+        self, img: np.ndarray, params: FinishParams, backend: str
+    ) -> tuple[np.ndarray, dict[str, object]]:
+        return finish(img, params, self.backend(backend))
+
+
+def load_finisher(settings: UpscaleSettings) -> Finisher:
+    """Pick and load the default SR backend (RRDBNet .pth → ncnn Real-ESRGAN → Lanczos)."""
+    device = resolve_device(settings.device)
+    path = None
+    if settings.upscale_checkpoint:
+        path = str(
+            fetch_weights(
+                settings.upscale_checkpoint,
+                settings,
+                settings.upscale_checkpoint_sha256,
+                "GANFOLK_UPSCALE_CHECKPOINT",
+            )
+        )
+    backend = select_backend(
+        path,
+        settings.upscale_backend,
+        device,
+        sha256=settings.upscale_checkpoint_sha256,
+        tile=settings.upscale_tile,
+        overlap=settings.upscale_tile_overlap,
+    )
+    log.info("super-resolution backend", extra={"backend": backend.name, "notes": list(backend.notes)})
+    return Finisher(backend, device, settings)

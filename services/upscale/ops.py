@@ -1,0 +1,80 @@
+"""The Finish operation on protobuf messages, shared by the gRPC servicer and the NATS stage."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+
+import numpy as np
+
+from ganfolk.runtime.images import inline_ref, read_image, store_image
+from ganfolk.runtime.models import provenance
+from ganfolk.runtime.storage import ObjectStore, validate_key
+from ganfolk.v1 import upscale_pb2
+from services.upscale.config import UpscaleSettings
+from services.upscale.core import Finisher, backend_model
+from services.upscale.finish import FinishParams
+
+_BACKENDS = {
+    upscale_pb2.SUPER_RESOLUTION_BACKEND_UNSPECIFIED: "auto",
+    upscale_pb2.SUPER_RESOLUTION_BACKEND_AUTO: "auto",
+    upscale_pb2.SUPER_RESOLUTION_BACKEND_TORCH_RRDBNET: "torch",
+    upscale_pb2.SUPER_RESOLUTION_BACKEND_NCNN_REALESRGAN: "ncnn",
+    upscale_pb2.SUPER_RESOLUTION_BACKEND_LANCZOS: "lanczos",
+}
+
+
+def finish_params(p: upscale_pb2.FinishParams) -> FinishParams:
+    """Request params over the article's defaults; FinishParams says what to fix when invalid."""
+    defaults = FinishParams()
+    optional = {f.name for f in p.DESCRIPTOR.fields if f.has_presence}
+    values = {
+        f.name: getattr(p, f.name)
+        for f in dataclasses.fields(FinishParams)
+        if f.name in optional and p.HasField(f.name)
+    }
+    if p.unsharp:
+        values["unsharp"] = True
+    return dataclasses.replace(defaults, **values)
+
+
+async def finish(
+    finisher: Finisher, store: ObjectStore, request: upscale_pb2.FinishRequest, settings: UpscaleSettings
+) -> upscale_pb2.FinishResponse:
+    """Vignette → optional unsharp → noise → super-resolution; stored as ``<prefix>/final.png``."""
+    if request.params.backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {request.params.backend}")
+    params = finish_params(request.params)
+    backend = _BACKENDS[request.params.backend]
+    prefix = request.output_prefix or request.meta.output_prefix
+    prefix = (
+        validate_key(prefix.strip("/")) if prefix else f"{settings.upscale_output_prefix}/{uuid.uuid4().hex}"
+    )
+    img = await read_image(
+        store,
+        request.image,
+        min(settings.max_image_pixels, settings.upscale_max_input_pixels),
+        settings.max_inline_image_mb << 20,
+    )
+    started = time.perf_counter()
+    out, details = await asyncio.to_thread(finisher.run, np.asarray(img), params, backend)
+    ref = await store_image(store, f"{prefix}/final.png", out)
+    if request.inline_result:
+        ref.inline_data = inline_ref(out).inline_data
+    used = finisher.backend(backend)
+    models, fallbacks = backend_model(used)
+    parameters = {**dataclasses.asdict(params), "backend": used.name, "steps": ", ".join(details["steps"])}  # type: ignore[arg-type]
+    if used.notes:
+        parameters["backend_notes"] = "; ".join(used.notes)
+    prov = provenance(
+        "upscale",
+        models,
+        parameters,
+        started,
+        seeds=[params.noise_seed],
+        fallbacks=fallbacks,
+        device=finisher.device,
+    )
+    return upscale_pb2.FinishResponse(image=ref, provenance=prov)

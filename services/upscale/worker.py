@@ -1,0 +1,22 @@
+"""NATS adapter of the finishing service: the ``finish`` stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ganfolk.runtime.jetstream import StagePolicy
+from ganfolk.runtime.storage import ObjectStore
+from ganfolk.runtime.worker import StageHandler, TaskContext
+from ganfolk.v1 import upscale_pb2
+from services.upscale import ops
+from services.upscale.config import UpscaleSettings
+from services.upscale.core import Finisher
+
+
+def stages(finisher: Finisher, store: ObjectStore, settings: UpscaleSettings) -> list[StageHandler[Any]]:
+    async def handle(request: upscale_pb2.FinishRequest, ctx: TaskContext) -> upscale_pb2.FinishResponse:
+        return await ops.finish(finisher, store, request, settings)
+
+    # ncnn on CPU needs minutes for 512 -> 2048; heartbeats keep the task while it runs.
+    policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=1, max_ack_pending=32)
+    return [StageHandler("finish", upscale_pb2.FinishRequest, handle, "finish", policy)]
