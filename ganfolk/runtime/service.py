@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import signal
@@ -194,6 +195,9 @@ async def run_service(
         if any(m.random_weights for m in models):
             log.warning("RUNNING WITH RANDOM WEIGHTS: outputs are meaningless (demo/test mode)")
         handlers = definition.stages(core, store, settings) if settings.worker_enabled else []
+        if settings.task_ack_wait_s:
+            for handler in handlers:
+                handler.policy = dataclasses.replace(handler.policy, ack_wait=settings.task_ack_wait_s)
         stage_names.extend(h.stage for h in handlers)
         if handlers or definition.start:
             nc = await jetstream.connect(settings.nats_url, name=settings.service)

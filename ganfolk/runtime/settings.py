@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Run the stage worker(s) of the service; off for gRPC-only deployments.
     worker_enabled: bool = True
     stream_replicas: int = 1
+    # Overrides every stage's ack wait (seconds before an unacked task is redelivered).
+    task_ack_wait_s: float | None = None
 
     # Object store: a path or file:///path (embedded default), or s3://bucket?endpoint=host:port
     store_url: str = ".state/objects"

@@ -1,0 +1,164 @@
+"""Every GANfolk service with tiny real models, for end-to-end jobs.
+
+Weights: the golden StyleGAN2, VQGAN and RRDBNet checkpoints, and a tiny random open_clip
+saved to a checkpoint (so CLIP and VQGAN run with "real", non-random weights and the
+coordinator does not skip them). Text runs its template writer (no LLM endpoint); mint
+runs on anvil.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ganfolk.runtime.models import file_sha256
+from ganfolk.v1 import jobs_pb2, jobs_pb2_grpc, upscale_pb2, vqgan_pb2
+from tests.fixtures.services import serving
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path("/work/shared/golden")
+if not GOLDEN.exists():
+    GOLDEN = ROOT.parent / "shared" / "golden"
+TINY_CLIP = "tiny-clip-e2e"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil's second dev account
+
+
+@dataclass
+class Models:
+    env: dict[str, str]
+
+
+def tiny_models(root: Path) -> Models:
+    from services.clip.loader import load_clip
+
+    config = root / f"{TINY_CLIP}.json"
+    config.write_text(json.dumps(TINY_CLIP_CONFIG))
+    torch.manual_seed(99)
+    clip = load_clip(TINY_CLIP, None, allow_random=True, model_config=config)
+    checkpoint = root / "tiny-clip.pt"
+    torch.save(clip.model.state_dict(), checkpoint)
+    sha = file_sha256(checkpoint)
+    env = {
+        "GANFOLK_STYLEGAN_CHECKPOINT": str(GOLDEN / "stylegan2_tiny.pt"),
+        "GANFOLK_CLIP_MODEL": TINY_CLIP,
+        "GANFOLK_CLIP_MODEL_CONFIG": str(config),
+        "GANFOLK_CLIP_CHECKPOINT": str(checkpoint),
+        "GANFOLK_CLIP_CHECKPOINT_SHA256": sha,
+        "GANFOLK_VQGAN_CHECKPOINT": str(GOLDEN / "vqgan_tiny.ckpt"),
+        "GANFOLK_VQGAN_CONFIG": str(GOLDEN / "vqgan_tiny.yaml"),
+        "GANFOLK_VQGAN_CLIP_MODEL": TINY_CLIP,
+        "GANFOLK_VQGAN_CLIP_MODEL_CONFIG": str(config),
+        "GANFOLK_VQGAN_CLIP_CHECKPOINT": str(checkpoint),
+        "GANFOLK_VQGAN_CLIP_SHA256": sha,
+        "GANFOLK_VQGAN_DEFAULT_SIZE": "32",
+        "GANFOLK_UPSCALE_CHECKPOINT": str(GOLDEN / "rrdbnet_tiny.pth"),
+        "GANFOLK_DEVICE": "cpu",
+        "GANFOLK_ALLOW_RANDOM_WEIGHTS": "0",
+    }
+    return Models(env)
+
+
+def job_spec(**kw: Any) -> jobs_pb2.JobSpec:
+    base: dict[str, Any] = {
+        "prompt": "charcoal sketch of an inquisitive Turkish boy",
+        "num_samples": 8,
+        "sample_task_size": 4,
+        "top_k": 3,
+        "seed": 5,
+        "refine": vqgan_pb2.RefineParams(size=32, iterations=3, cutn=4, seed=1, snapshot_every=1),
+        "finish": upscale_pb2.FinishParams(noise_seed=1),
+        "mint": True,
+        "recipient": RECIPIENT,
+    }
+    return jobs_pb2.JobSpec(**{**base, **kw})
+
+
+SERVICES = ("stylegan", "clip", "vqgan", "upscale", "text", "mint")
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    monkeypatch: pytest.MonkeyPatch,
+    models: Models,
+    nats_url: str,
+    store: Path,
+    rpc_url: str,
+    services: tuple[str, ...] = SERVICES,
+    coordinator: bool = True,
+    **overrides: Any,
+) -> AsyncIterator[jobs_pb2_grpc.JobServiceStub | None]:
+    """Every service (and the coordinator) in this event loop, on random loopback ports."""
+    from ganfolk.runtime.service import load_definition
+
+    for key, value in models.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("GANFOLK_MINT_RPC_URL", rpc_url)
+    monkeypatch.setenv("GANFOLK_STATE_DIR", str(store.parent / "state"))
+    monkeypatch.delenv("GANFOLK_TEXT_LLM_BASE_URL", raising=False)
+    common = {"nats_url": nats_url, "store_url": str(store), **overrides}
+    async with contextlib.AsyncExitStack() as stack:
+        for name in services:
+            await stack.enter_async_context(serving(load_definition(name), **common))
+        if coordinator:
+            _, channel = await stack.enter_async_context(
+                serving(load_definition("coordinator"), coordinator_sweep_interval_s=0.5, **common)
+            )
+            yield jobs_pb2_grpc.JobServiceStub(channel)
+        else:
+            yield None
+
+
+def service_process(
+    name: str, models: Models, nats_url: str, store: Path, rpc_url: str, log: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    """``ganfolk serve <name>`` as its own process (to kill -9 it)."""
+    full = {
+        **os.environ,
+        **models.env,
+        "GANFOLK_NATS_URL": nats_url,
+        "GANFOLK_STORE_URL": str(store),
+        "GANFOLK_GRPC_PORT": "0",
+        "GANFOLK_MINT_RPC_URL": rpc_url,
+        "GANFOLK_STATE_DIR": str(store.parent / "state"),
+        "GANFOLK_COORDINATOR_SWEEP_INTERVAL_S": "0.5",
+        **env,
+    }
+    full.pop("GANFOLK_TEXT_LLM_BASE_URL", None)
+    out = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "ganfolk.cli", "serve", name],
+        cwd=ROOT,
+        env=full,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@contextlib.contextmanager
+def processes(*procs: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+            if proc.poll() is None:
+                proc.kill()
