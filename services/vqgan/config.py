@@ -36,7 +36,8 @@ class VQGANSettings(Settings):
     vqgan_max_iterations: int = Field(2000, ge=1)
     vqgan_max_prompts: int = Field(16, ge=1)
     # Estimated memory one refinement may use (decoder activations at `size` + CLIP on `cutn`
-    # cutouts, forward and backward). None: 90% of the GPU's total memory on CUDA, 8 GiB on CPU.
+    # cutouts, forward and backward). None: 90% of the GPU's memory on CUDA, half the RAM on CPU.
+    # The estimate is generous: the f16 model with ViT-B-32 at 512 px and cutn 64 comes to ~17 GiB.
     # A request over it fails at once with RESOURCE_EXHAUSTED naming cutn or size to lower.
     vqgan_memory_budget_mb: float | None = Field(None, gt=0)
     # Object-store prefix of direct gRPC calls that send no output_prefix.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -87,7 +88,10 @@ def _budget(settings: VQGANSettings, device: str) -> float:
         return settings.vqgan_memory_budget_mb * (1 << 20)
     if device.startswith("cuda"):
         return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory
-    return 8.0 * (1 << 30)
+    try:  # half of the machine's RAM on CPU
+        return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8.0 * (1 << 30)
 
 
 def _load_vqgan(settings: VQGANSettings, device: str) -> tuple[VQGAN, common_pb2.ModelRef]:
