@@ -33,7 +33,7 @@ class VQGANSettings(Settings):
     vqgan_default_size: int = Field(512, ge=1)
     vqgan_max_size: int = Field(1024, ge=1)
     vqgan_max_cutn: int = Field(256, ge=1)
-    vqgan_max_iterations: int = Field(2000, ge=1)
+    vqgan_max_iterations: int = Field(10_000, ge=1)
     vqgan_max_prompts: int = Field(16, ge=1)
     # Estimated memory one refinement may use (decoder activations at `size` + CLIP on `cutn`
     # cutouts, forward and backward). None: 90% of the GPU's memory on CUDA, half the RAM on CPU.
