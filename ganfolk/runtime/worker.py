@@ -25,10 +25,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import tenacity
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -40,6 +42,20 @@ from ganfolk.v1 import common_pb2, events_pb2
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=Message)
+
+
+def settle_retrying() -> tenacity.AsyncRetrying:
+    """Retry policy for publishing a finished task's result and acking it.
+
+    A broker restart must not throw finished work away: both steps are idempotent (the
+    result carries a de-duplication id), so they are retried until the broker is back.
+    """
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_delay(120),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=5),
+        retry=tenacity.retry_if_exception_type((NatsError, TimeoutError, ConnectionError)),
+        reraise=True,
+    )
 
 
 class TaskCancelled(Exception):
@@ -237,10 +253,11 @@ class StageWorker:
                 heartbeat.cancel()
             result = events_pb2.StageResult()
             getattr(result, self.handler.result_field).CopyFrom(response)
-            await publish_event(
-                self.js, meta, attempt, events_pb2.StageEvent(result=result), msg_id=f"{meta.task_id}.result"
-            )
-            await msg.ack_sync()
+            event = events_pb2.StageEvent(result=result)
+            async for attempt_ in settle_retrying():
+                with attempt_:
+                    await publish_event(self.js, meta, attempt, event, msg_id=f"{meta.task_id}.result")
+                    await msg.ack_sync()
             metrics.TASKS.labels(stage, "ok").inc()
             metrics.TASK_DURATION.labels(stage, "ok").observe(time.perf_counter() - start)
             log.info("task done", extra={"seconds": round(time.perf_counter() - start, 3)})

@@ -66,6 +66,7 @@ def tiny_models(root: Path) -> Models:
         "GANFOLK_VQGAN_CLIP_CHECKPOINT": str(checkpoint),
         "GANFOLK_VQGAN_CLIP_SHA256": sha,
         "GANFOLK_VQGAN_DEFAULT_SIZE": "32",
+        "GANFOLK_VQGAN_CPU_THREADS": "1",
         "GANFOLK_UPSCALE_CHECKPOINT": str(GOLDEN / "rrdbnet_tiny.pth"),
         "GANFOLK_DEVICE": "cpu",
         "GANFOLK_ALLOW_RANDOM_WEIGHTS": "0",
