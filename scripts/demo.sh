@@ -11,7 +11,7 @@ export GANFOLK_STATE_DIR=$STATE
 # ncnn Real-ESRGAN, the local LLM, the local chain. Real checkpoints configured in the
 # environment take precedence.
 export GANFOLK_STYLEGAN_BACKEND=${GANFOLK_STYLEGAN_BACKEND:-mobilestylegan}
-export GANFOLK_STYLEGAN_OUTPUT_SIZE=${GANFOLK_STYLEGAN_OUTPUT_SIZE:-512}
+export GANFOLK_STYLEGAN_OUTPUT_SIZE=${GANFOLK_STYLEGAN_OUTPUT_SIZE:-256}
 
 .venv/bin/ganfolk down >/dev/null 2>&1 || true
 trap '.venv/bin/ganfolk down' EXIT
