@@ -154,7 +154,7 @@ async def test_align_inpaint_and_prepare_over_grpc(tmp_path: Path) -> None:
         (
             align_pb2.AlignFaceRequest(image=inline(png_header_only(20_000, 20_000))),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "400000000 pixels",
+            "400,000,000 pixels, over the limit",
         ),
         (align_pb2.AlignFaceRequest(), grpc.StatusCode.INVALID_ARGUMENT, "image is required"),
         (

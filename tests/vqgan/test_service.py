@@ -66,9 +66,14 @@ async def test_refine_stream_end_to_end(env: dict[str, Any]) -> None:
     assert [m.name for m in prov.models] == ["vqgan-taming", "tiny-clip-vqgan-test"]
     assert not any(m.random_weights for m in prov.models) and prov.models[0].sha256
     assert prov.parameters["cutn"] == 4 and prov.parameters["augmentations"]["hflip_p"] == 0.5
-    # Same seed, same request: the same losses and the same final image.
-    assert [r.loss for r in again] == [r.loss for r in replies]
-    assert again[-1].final_image.sha256 == final.final_image.sha256
+    # Same seed, same request: the same losses and the same final image. With several torch
+    # threads, float reductions may be ordered differently (bit-exact with one thread:
+    # tests/vqgan/test_refine.py), so compare to float32 precision here.
+    assert np.allclose([r.loss for r in again], [r.loss for r in replies], rtol=1e-5, atol=0)
+    again_pixels = np.asarray(
+        Image.open(io.BytesIO(store.get_uri(again[-1].final_image.uri, again[-1].final_image.sha256)))
+    )
+    assert np.abs(again_pixels.astype(int) - pixels.astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize(
