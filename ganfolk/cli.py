@@ -86,6 +86,7 @@ def _spec(args: argparse.Namespace) -> Any:
         recipient=args.recipient or "",
         force_stages=args.force_stages,
         description=args.description or "",
+        collection_size=args.collection,
     )
     if args.no_text:
         spec.name_and_backstory = False
@@ -123,11 +124,18 @@ def _portrait(args: argparse.Namespace) -> int:
             job_id = submitted.job.job_id
             print(f"job {job_id}{' (existing)' if submitted.existing else ''}", flush=True)
             job = await _watch_until_done(client, job_id)
+            portraits = [job]
+            for child in job.children:  # a collection: one portrait job per written prompt
+                print(f"\nportrait job {child}", flush=True)
+                portraits.append(await _watch_until_done(client, child))
         settings: Settings = load_settings(Settings)
         store = open_store(settings.store_url, **settings.store_credentials())
-        written = download_outputs(job, store, Path(args.out) / job_id)
-        _summary(job, written)
-        return 0 if job.state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
+        ok = True
+        for portrait in portraits[1:] if job.children else portraits:
+            written = download_outputs(portrait, store, Path(args.out) / portrait.job_id)
+            _summary(portrait, written)
+            ok &= portrait.state == jobs_pb2.JOB_STATE_SUCCEEDED
+        return 0 if ok and job.state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
 
     return asyncio.run(run())
 
@@ -217,6 +225,12 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--description", help="who the portrait shows (for the name and backstory)")
     p.add_argument("--force-stages", action="store_true", help="run rank/refine even with random weights")
     p.add_argument("--idempotency-key", help="submitting the same key again returns the first job")
+    p.add_argument(
+        "--collection",
+        type=int,
+        default=0,
+        help="N portraits from N balanced prompts written by the text service",
+    )
 
 
 def _add_client_args(p: argparse.ArgumentParser) -> None:

@@ -69,7 +69,7 @@ REVIEW_DECISION_EDIT: ReviewDecision
 REVIEW_DECISION_REJECT: ReviewDecision
 
 class JobSpec(_message.Message):
-    __slots__ = ("prompt", "num_samples", "sample_task_size", "seed", "truncation_psi", "latent_distribution", "top_k", "refine", "finish", "require_review", "mint", "recipient", "name_and_backstory", "force_stages", "description")
+    __slots__ = ("prompt", "num_samples", "sample_task_size", "seed", "truncation_psi", "latent_distribution", "top_k", "refine", "finish", "require_review", "mint", "recipient", "name_and_backstory", "force_stages", "description", "collection_size")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_TASK_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class JobSpec(_message.Message):
     NAME_AND_BACKSTORY_FIELD_NUMBER: _ClassVar[int]
     FORCE_STAGES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_SIZE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     num_samples: int
     sample_task_size: int
@@ -100,7 +101,8 @@ class JobSpec(_message.Message):
     name_and_backstory: bool
     force_stages: bool
     description: str
-    def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ..., name_and_backstory: _Optional[bool] = ..., force_stages: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+    collection_size: int
+    def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ..., name_and_backstory: _Optional[bool] = ..., force_stages: _Optional[bool] = ..., description: _Optional[str] = ..., collection_size: _Optional[int] = ...) -> None: ...
 
 class StageStatus(_message.Message):
     __slots__ = ("stage", "state", "percent", "attempts", "error", "started_at", "finished_at", "images", "tasks_total", "tasks_done", "skipped", "skip_reason")
@@ -131,7 +133,7 @@ class StageStatus(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., percent: _Optional[float] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[_Iterable[str]] = ..., skipped: _Optional[bool] = ..., skip_reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "spec", "state", "stage", "percent", "stages", "prompt", "best_sample", "refined_image", "final_image", "first_name", "last_name", "backstory", "token", "error", "provenance", "created_at", "updated_at", "idempotency_key", "description")
+    __slots__ = ("job_id", "spec", "state", "stage", "percent", "stages", "prompt", "best_sample", "refined_image", "final_image", "first_name", "last_name", "backstory", "token", "error", "provenance", "created_at", "updated_at", "idempotency_key", "description", "children", "parent_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +154,8 @@ class Job(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     spec: JobSpec
     state: JobState
@@ -172,7 +176,9 @@ class Job(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     idempotency_key: str
     description: str
-    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., percent: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., prompt: _Optional[str] = ..., best_sample: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., refined_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., token: _Optional[_Union[_mint_pb2.MintResponse, _Mapping]] = ..., error: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[_common_pb2.Provenance, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    children: _containers.RepeatedScalarFieldContainer[str]
+    parent_id: str
+    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., percent: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., prompt: _Optional[str] = ..., best_sample: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., refined_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., token: _Optional[_Union[_mint_pb2.MintResponse, _Mapping]] = ..., error: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[_common_pb2.Provenance, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., description: _Optional[str] = ..., children: _Optional[_Iterable[str]] = ..., parent_id: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("stage", "percent", "message", "images", "time")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 import uuid
@@ -78,12 +77,13 @@ class Engine:
 
     # ------------------------------------------------------------------ jobs API
 
-    async def submit(self, spec: jobs_pb2.JobSpec, idempotency_key: str = "") -> tuple[jobs_pb2.Job, bool]:
+    async def submit(
+        self, spec: jobs_pb2.JobSpec, idempotency_key: str = "", parent_id: str = ""
+    ) -> tuple[jobs_pb2.Job, bool]:
         """Create a job and publish its first tasks; the same key returns the first job."""
         pipeline.validate_spec(spec, self.settings.coordinator_max_samples)
         if idempotency_key:
-            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-            job_id = f"job-{digest}"
+            job_id = pipeline.job_id_for_key(idempotency_key)
             existing = await jetstream.kv_read(self.jobs, job_id)
             if existing.value is not None:
                 return jobs_pb2.Job.FromString(existing.value), True
@@ -95,6 +95,7 @@ class Engine:
             state=S.JOB_STATE_QUEUED,
             prompt=spec.prompt,
             idempotency_key=idempotency_key,
+            parent_id=parent_id,
         )
         job.created_at.CopyFrom(pipeline.now())
         job.updated_at.CopyFrom(job.created_at)
@@ -316,6 +317,7 @@ class Engine:
                     if shown is not None:
                         await self._publish_job(job, shown)
                 else:
+                    await self._start_children(job_id, event)
                     await self._step(job_id, event, republish=int(msg.metadata.num_delivered or 1) > 1)
                 await msg.ack_sync()
             except NotFound:
@@ -325,6 +327,20 @@ class Engine:
                 log.exception("event handling failed; it will be redelivered")
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=1)
+
+    async def _start_children(self, job_id: str, event: events_pb2.StageEvent) -> None:
+        """A collection's prompts arrived: start one portrait job per prompt.
+
+        Runs before the collection's own update, with idempotency keys, so a crash in
+        between re-submits the same children instead of losing or doubling them.
+        """
+        if event.WhichOneof("outcome") != "result" or event.result.WhichOneof("payload") != "prompts":
+            return
+        job = await self.get(job_id)
+        if not job.spec.collection_size or job.state in pipeline.TERMINAL:
+            return
+        for key, spec in pipeline.child_specs(job, event.result.prompts):
+            await self.submit(spec, key, parent_id=job_id)
 
     def _timeout_for(self, stage: int) -> float:
         name = pipeline.STAGE_TASK.get(stage, "")

@@ -13,6 +13,7 @@ Flow::
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -122,8 +123,42 @@ def describe_person(prompt: str) -> str:
     return match.group(1) if match else prompt.strip()
 
 
+MAX_COLLECTION = 100
+
+
+def job_id_for_key(key: str) -> str:
+    """The job id of an idempotency key: the same key always names the same job."""
+    return f"job-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+
+
+def child_specs(job: jobs_pb2.Job, written: text_pb2.PromptsResponse) -> list[tuple[str, jobs_pb2.JobSpec]]:
+    """(idempotency key, spec) of each portrait of a collection, one per written prompt."""
+    out = []
+    step = job.spec.num_samples or DEFAULT_SAMPLES
+    for i, prompt in enumerate(written.prompts):
+        spec = jobs_pb2.JobSpec()
+        spec.CopyFrom(job.spec)
+        spec.collection_size = 0
+        spec.prompt = prompt.text
+        spec.description = _description(prompt) or describe_person(prompt.text)
+        spec.seed = job.spec.seed + i * step
+        out.append((f"{job.job_id}.portrait.{i}", spec))
+    return out
+
+
+def _description(p: text_pb2.PortraitPrompt) -> str:
+    if not p.person:
+        return ""
+    article = "an" if p.adjective[:1].lower() in "aeiou" else "a"
+    return " ".join(w for w in (article, p.adjective, p.nationality, p.person) if w)
+
+
 def validate_spec(spec: jobs_pb2.JobSpec, max_samples: int = 10_000) -> None:
     """Reject a spec that can never succeed; the message says what to fix."""
+    if spec.collection_size > MAX_COLLECTION:
+        raise ValueError(f"collection_size {spec.collection_size} is over the limit of {MAX_COLLECTION}")
+    if spec.collection_size and spec.prompt:
+        raise ValueError("a collection writes its own prompts: leave prompt empty")
     if len(spec.prompt) > 500:
         raise ValueError(f"prompt is {len(spec.prompt)} characters; keep it under 500")
     if spec.num_samples > max_samples:
@@ -168,7 +203,8 @@ def stage_tasks(job: jobs_pb2.Job, stage: int) -> list[Task]:
     name = STAGE_TASK[stage]
     if stage == S.STAGE_PROMPT:
         meta = _meta(job, name)
-        return [_task(meta, text_pb2.PromptsRequest(count=1, seed=spec.seed, meta=meta))]
+        count = spec.collection_size or 1
+        return [_task(meta, text_pb2.PromptsRequest(count=count, seed=spec.seed, meta=meta))]
     if stage == S.STAGE_SAMPLE:
         n = spec.num_samples or DEFAULT_SAMPLES
         size = spec.sample_task_size or DEFAULT_TASK_SIZE
@@ -269,6 +305,15 @@ def advance(job: jobs_pb2.Job, services: dict[str, info_pb2.GetInfoResponse] | N
     def ready(stage: int) -> bool:
         return not has_stage(job, stage)
 
+    if job.spec.collection_size:
+        # A collection only writes the prompts; its portraits are jobs of their own.
+        if ready(S.STAGE_PROMPT):
+            _start(job, S.STAGE_PROMPT, out)
+        elif done(job, S.STAGE_PROMPT):
+            job.state = S.JOB_STATE_SUCCEEDED
+        _refresh(job)
+        return out
+
     if not job.prompt and ready(S.STAGE_PROMPT):
         _start(job, S.STAGE_PROMPT, out)
     if job.prompt:
@@ -334,7 +379,14 @@ def _on_result(
     job: jobs_pb2.Job, stage: int, status: jobs_pb2.StageStatus, result: events_pb2.StageResult
 ) -> None:
     payload = result.WhichOneof("payload")
-    if payload == "prompts" and stage == S.STAGE_PROMPT:
+    if payload == "prompts" and stage == S.STAGE_PROMPT and job.spec.collection_size:
+        if len(result.prompts.prompts) != job.spec.collection_size:
+            raise StageError(
+                f"asked for {job.spec.collection_size} prompts, got {len(result.prompts.prompts)}"
+            )
+        job.children.extend(job_id_for_key(key) for key, _ in child_specs(job, result.prompts))
+        job.provenance.append(result.prompts.provenance)
+    elif payload == "prompts" and stage == S.STAGE_PROMPT:
         chosen = result.prompts.prompts[0]
         job.prompt = chosen.text
         if chosen.person and not job.spec.description:

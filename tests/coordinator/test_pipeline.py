@@ -157,3 +157,45 @@ def test_spec_validation_messages() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             pipeline.validate_spec(spec)
+
+
+def test_collection_writes_prompts_then_lists_one_job_per_prompt() -> None:
+    job = new_job(collection_size=2, seed=10, num_samples=50)
+    step = pipeline.advance(job)
+    assert [t.stage for t in step.new] == ["prompt"]
+    assert text_pb2.PromptsRequest.FromString(step.new[0].payload).count == 2
+    written = text_pb2.PromptsResponse(
+        prompts=[
+            text_pb2.PortraitPrompt(
+                text="oil painting of a calm Kenyan woman",
+                medium="oil painting",
+                adjective="calm",
+                nationality="Kenyan",
+                person="woman",
+            ),
+            text_pb2.PortraitPrompt(
+                text="charcoal sketch of an elderly Peruvian man",
+                medium="charcoal sketch",
+                adjective="elderly",
+                nationality="Peruvian",
+                person="man",
+            ),
+        ]
+    )
+    specs = pipeline.child_specs(job, written)
+    assert [s.prompt for _, s in specs] == [p.text for p in written.prompts]
+    assert [s.seed for _, s in specs] == [10, 60] and all(s.collection_size == 0 for _, s in specs)
+    assert specs[1][1].description == "an elderly Peruvian man"
+    pipeline.apply_event(job, result(step.new[0], prompts=written))
+    pipeline.advance(job)
+    assert job.state == S.JOB_STATE_SUCCEEDED
+    assert list(job.children) == [pipeline.job_id_for_key(key) for key, _ in specs]
+
+
+def test_collection_validation() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="leave prompt empty"):
+        pipeline.validate_spec(jobs_pb2.JobSpec(collection_size=3, prompt="x"))
+    with pytest.raises(ValueError, match="over the limit of 100"):
+        pipeline.validate_spec(jobs_pb2.JobSpec(collection_size=101))

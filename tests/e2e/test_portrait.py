@@ -77,3 +77,26 @@ async def test_portrait_job_through_every_service(
     again_final = decode_array(store.get_uri(again.final_image.uri, again.final_image.sha256), 10**7)
     assert np.array_equal(final, again_final)
     assert again.token.token_id != job.token.token_id  # a new job mints its own token
+
+
+async def test_collection_of_portraits(
+    monkeypatch: pytest.MonkeyPatch,
+    models: Models,
+    nats_server: Any,
+    anvil: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    async with in_process(monkeypatch, models, nats_server.url, tmp_path / "objects", anvil.url) as stub:
+        assert stub is not None
+        spec = job_spec(prompt="", collection_size=2, num_samples=4, mint=False)
+        parent, _ = await run_job(stub, spec)
+        assert parent.state == S.JOB_STATE_SUCCEEDED and len(parent.children) == 2
+        children = []
+        for child_id in parent.children:
+            async for update in stub.Watch(jobs_pb2.WatchRequest(job_id=child_id)):
+                last = update.job
+            children.append(last)
+    assert all(c.state == S.JOB_STATE_SUCCEEDED for c in children), [c.error for c in children]
+    assert all(c.parent_id == parent.job_id for c in children)
+    assert len({c.prompt for c in children}) == 2  # balanced: two different people
+    assert all(c.first_name and c.final_image.uri for c in children)
