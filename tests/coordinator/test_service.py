@@ -14,12 +14,11 @@ import pytest
 from ganfolk.v1 import jobs_pb2, jobs_pb2_grpc
 from services.coordinator.main import SERVICE as COORDINATOR
 from services.stylegan.main import SERVICE as STYLEGAN
+from tests.fixtures import golden
 from tests.fixtures.services import serving
 
 S = jobs_pb2
-GOLDEN = Path("/work/shared/golden/stylegan2_tiny.pt")
-if not GOLDEN.exists():
-    GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "golden" / "stylegan2_tiny.pt"
+GOLDEN = golden.GOLDEN / "stylegan2_tiny.pt"
 
 
 @contextlib.asynccontextmanager

@@ -23,12 +23,11 @@ import torch
 
 from ganfolk.runtime.models import file_sha256
 from ganfolk.v1 import jobs_pb2, jobs_pb2_grpc, upscale_pb2, vqgan_pb2
+from tests.fixtures import golden
 from tests.fixtures.services import serving
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = Path("/work/shared/golden")
-if not GOLDEN.exists():
-    GOLDEN = ROOT.parent / "shared" / "golden"
+GOLDEN = golden.GOLDEN
 TINY_CLIP = "tiny-clip-e2e"
 TINY_CLIP_CONFIG = {
     "embed_dim": 16,

@@ -17,8 +17,9 @@ from services.stylegan import (
     z_batch,
     z_from_seed,
 )
+from tests.fixtures import golden
 
-GOLDEN = Path("/work/shared/golden")
+GOLDEN = golden.GOLDEN
 CKPT = GOLDEN / "stylegan2_tiny.pt"
 IO = GOLDEN / "stylegan2_tiny_io.pt"
 TOL = 5e-5

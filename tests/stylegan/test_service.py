@@ -18,11 +18,10 @@ from ganfolk.runtime.settings import ConfigError
 from ganfolk.runtime.storage import open_store
 from ganfolk.v1 import common_pb2, events_pb2, stylegan_pb2, stylegan_pb2_grpc
 from services.stylegan.main import SERVICE
+from tests.fixtures import golden
 from tests.fixtures.services import serving
 
-GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "golden" / "stylegan2_tiny.pt"
-if not GOLDEN.exists():
-    GOLDEN = Path("/work/shared/golden/stylegan2_tiny.pt")
+GOLDEN = golden.GOLDEN / "stylegan2_tiny.pt"
 
 
 def pixels(data: bytes) -> np.ndarray:

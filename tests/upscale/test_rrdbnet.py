@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -13,18 +12,11 @@ import torch.nn.functional as F
 
 from services.upscale import RRDBNetConfig, load_rrdbnet
 from services.upscale.rrdbnet import RRDBNet, file_sha256, pixel_unshuffle, upscale_tiled
+from tests.fixtures import golden
 
 
 def _golden_dir() -> Path:
-    candidates = [
-        os.environ.get("GANFOLK_GOLDEN", ""),
-        str(Path(__file__).resolve().parents[2].parent / "shared" / "golden"),
-        "/work/shared/golden",
-    ]
-    for cand in candidates:
-        if cand and (Path(cand) / "rrdbnet_tiny.pth").is_file():
-            return Path(cand)
-    return Path("/work/shared/golden")
+    return golden.GOLDEN
 
 
 GOLDEN = _golden_dir()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +15,11 @@ import torch
 from PIL import Image
 
 from ganfolk.runtime.models import file_sha256
+from tests.fixtures import golden
 
 
 def _golden_dir() -> Path:
-    env = os.environ.get("GANFOLK_GOLDEN")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2]
-    for cand in (repo / "shared" / "golden", repo.parent / "shared" / "golden", Path("/work/shared/golden")):
-        if cand.is_dir():
-            return cand
-    return repo / "shared" / "golden"
+    return golden.GOLDEN
 
 
 GOLDEN = _golden_dir()

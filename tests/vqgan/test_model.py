@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import types
 from pathlib import Path
@@ -16,17 +15,11 @@ import yaml
 
 from services.vqgan import VQGAN, VQGANConfig, build_vqgan, load_vqgan
 from services.vqgan.model import clamp_with_grad, replace_grad, vector_quantize_st
+from tests.fixtures import golden
 
 
 def _golden_dir() -> Path:
-    env = os.environ.get("GANFOLK_GOLDEN")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2]
-    for cand in (repo / "shared" / "golden", repo.parent / "shared" / "golden", Path("/work/shared/golden")):
-        if cand.is_dir():
-            return cand
-    return repo / "shared" / "golden"
+    return golden.GOLDEN
 
 
 GOLDEN = _golden_dir()
