@@ -12,7 +12,7 @@ class CoordinatorSettings(Settings):
     # Bearer token required on the jobs API when set.
     coordinator_auth_token: SecretStr | None = None
     # How long each stage may run before the job fails, in seconds (CPU-sized defaults).
-    coordinator_timeout_prompt_s: float = 300.0
+    coordinator_timeout_prompts_s: float = 300.0
     coordinator_timeout_sample_s: float = 3600.0
     coordinator_timeout_rank_s: float = 1800.0
     coordinator_timeout_refine_s: float = 7200.0

@@ -38,7 +38,7 @@ from ganfolk.v1 import (
 S = jobs_pb2
 TERMINAL = {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED, S.JOB_STATE_REJECTED}
 STAGE_TASK: dict[int, str] = {  # Stage -> NATS stage name (subject ganfolk.tasks.<name>)
-    S.STAGE_PROMPT: "prompt",
+    S.STAGE_PROMPT: "prompts",
     S.STAGE_SAMPLE: "sample",
     S.STAGE_RANK: "rank",
     S.STAGE_REFINE: "refine",

@@ -1,4 +1,4 @@
-"""NATS adapter of the text service: the ``prompt``, ``name`` and ``backstory`` stages."""
+"""NATS adapter of the text service: the ``prompts``, ``name`` and ``backstory`` stages."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def stages(core: TextCore, store: ObjectStore, settings: TextSettings) -> list[S
     # down fails a task as UNAVAILABLE after the client's retries; the task is nak'ed and retried.
     policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=4, max_ack_pending=64)
     return [
-        StageHandler("prompt", text_pb2.PromptsRequest, prompt, "prompts", policy),
+        StageHandler("prompts", text_pb2.PromptsRequest, prompt, "prompts", policy),
         StageHandler("name", text_pb2.NameRequest, name, "name", policy),
         StageHandler("backstory", text_pb2.BackstoryRequest, backstory, "backstory", policy),
     ]

@@ -106,7 +106,7 @@ def test_random_weight_services_are_skipped_and_recorded() -> None:
 def test_prompt_written_by_text_service_then_description() -> None:
     job = new_job(seed=3)
     step = pipeline.advance(job)
-    assert [t.stage for t in step.new] == ["prompt"]
+    assert [t.stage for t in step.new] == ["prompts"]
     written = text_pb2.PromptsResponse(
         prompts=[
             text_pb2.PortraitPrompt(
@@ -162,7 +162,7 @@ def test_spec_validation_messages() -> None:
 def test_collection_writes_prompts_then_lists_one_job_per_prompt() -> None:
     job = new_job(collection_size=2, seed=10, num_samples=50)
     step = pipeline.advance(job)
-    assert [t.stage for t in step.new] == ["prompt"]
+    assert [t.stage for t in step.new] == ["prompts"]
     assert text_pb2.PromptsRequest.FromString(step.new[0].payload).count == 2
     written = text_pb2.PromptsResponse(
         prompts=[
