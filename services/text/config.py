@@ -30,6 +30,8 @@ class TextSettings(Settings):
     text_max_attempts_limit: int = 10
     # Without re-asking forever: fall back to the template writer when answers stay invalid.
     text_template_fallback: bool = True
+    # Template names from names-dataset's per-country data (2 GB, loaded on first use).
+    text_names_dataset: bool = True
     text_max_prompts: int = 100
     text_backstory_max_words: int = 80
     text_backstory_words_limit: int = 300

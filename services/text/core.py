@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from ganfolk.runtime.errors import Transient
 from services.text.config import TextSettings
 from services.text.llm import LLMClient, Message
+from services.text.names import NameSource
 from services.text.notability import NotabilityChecker
 
 log = logging.getLogger(__name__)
@@ -254,10 +255,15 @@ def describe_subject(description: str) -> tuple[str | None, str | None]:
     return nationality, person
 
 
-def template_name(description: str, seed: int, skip: int = 0) -> tuple[str, str]:
+def template_name(
+    description: str, seed: int, skip: int = 0, source: NameSource | None = None
+) -> tuple[str, str]:
+    """A name for the person described: names-dataset's common names of their country when
+    ``source`` has them, else the curated table; deterministic per (description, seed, skip)."""
     nationality, person = describe_subject(description)
     rng = random.Random(f"name:{seed}:{description}:{skip}")
-    males, females, surnames = NAMES[nationality or rng.choice(sorted(NAMES))]
+    nationality = nationality or rng.choice(sorted(NAMES))
+    males, females, surnames = (source.pools(nationality) if source else None) or NAMES[nationality]
     gender = PERSONS.get(person or "", "") or rng.choice("mf")
     return rng.choice(males if gender == "m" else females), rng.choice(surnames)
 
@@ -373,6 +379,7 @@ class TextCore:
 
     def __init__(self, settings: TextSettings, llm: LLMClient | None, notability: NotabilityChecker) -> None:
         self.settings = settings
+        self.names = NameSource(settings.text_names_dataset)
         self.llm = llm
         self.notability = notability
         self._llm_slots = asyncio.Semaphore(max(1, settings.text_llm_concurrency))
@@ -493,7 +500,7 @@ class TextCore:
         else:
             outcome.fallbacks.append("template-writer (no LLM endpoint configured)")
         for skip in range(100):
-            first, last = template_name(description, seed, skip)
+            first, last = await asyncio.to_thread(template_name, description, seed, skip, self.names)
             reason = self.notability.check(f"{first} {last}")
             if not reason:
                 return NameResult(first, last, outcome)

@@ -140,3 +140,19 @@ def test_template_writer_is_valid_and_deterministic(notability: NotabilityChecke
     assert validate_backstory(story, f"{first} {last}", 60, 10) == story
     they = template_backstory("Kim Park", "a curious Korean teenager", 2, 60)
     assert "they was" not in they and "they spends" not in they
+
+
+def test_template_names_come_from_names_dataset() -> None:
+    """Real per-country names shipped in a registry package (loaded once, ~2 GB)."""
+    pytest.importorskip("names_dataset", reason="names-dataset is not installed (make setup installs it)")
+    from services.text.names import NameSource
+
+    source = NameSource()
+    males, females, surnames = source.pools("Turkish") or ((), (), ())
+    assert "Mehmet" in males and "Fatma" in females and "Kaya" in surnames
+    first, last = template_name("an inquisitive Turkish boy", 4, source=source)
+    assert first in males and last in surnames
+    assert template_name("an inquisitive Turkish boy", 4, source=source) == (first, last)
+    assert source.pools("Senegalese") is None  # not in the dataset: the curated table answers
+    first, last = template_name("a proud Senegalese woman", 4, source=source)
+    assert first in core.NAMES["Senegalese"][1]
