@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,20 +10,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from ganfolk.runtime.models import file_sha256
 from services.clip.config import ClipSettings
 from services.clip.core import ClipCore, load_core
+from tests.fixtures.tiny_clip import TINY_CLIP_CONFIG, save_tiny_clip
 
 # Two one-layer towers, 32 px images, 16-token context: a forward pass takes milliseconds on CPU.
 TINY_NAME = "tiny-clip-test"
-TINY_CONFIG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
+TINY_CONFIG = TINY_CLIP_CONFIG
 
 
 @dataclass(frozen=True)
@@ -51,16 +45,7 @@ class Tiny:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
-    from services.clip.loader import load_clip
-
-    d = tmp_path_factory.mktemp("tiny-clip")
-    config = d / f"{TINY_NAME}.json"
-    config.write_text(json.dumps(TINY_CONFIG))
-    torch.manual_seed(1234)
-    random_model = load_clip(TINY_NAME, None, allow_random=True, model_config=config)
-    checkpoint = d / "tiny-clip.pt"
-    torch.save(random_model.model.state_dict(), checkpoint)
-    return Tiny(config, checkpoint, file_sha256(checkpoint))
+    return Tiny(*save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), TINY_NAME, 1234))
 
 
 @pytest.fixture

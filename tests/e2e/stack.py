@@ -9,7 +9,6 @@ runs on anvil.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -19,21 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from ganfolk.runtime.models import file_sha256
 from ganfolk.v1 import jobs_pb2, jobs_pb2_grpc, upscale_pb2, vqgan_pb2
 from tests.fixtures import golden
 from tests.fixtures.services import serving
+from tests.fixtures.tiny_clip import save_tiny_clip
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = golden.GOLDEN
 TINY_CLIP = "tiny-clip-e2e"
-TINY_CLIP_CONFIG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil's second dev account
 
 
@@ -43,15 +36,7 @@ class Models:
 
 
 def tiny_models(root: Path) -> Models:
-    from services.clip.loader import load_clip
-
-    config = root / f"{TINY_CLIP}.json"
-    config.write_text(json.dumps(TINY_CLIP_CONFIG))
-    torch.manual_seed(99)
-    clip = load_clip(TINY_CLIP, None, allow_random=True, model_config=config)
-    checkpoint = root / "tiny-clip.pt"
-    torch.save(clip.model.state_dict(), checkpoint)
-    sha = file_sha256(checkpoint)
+    config, checkpoint, sha = save_tiny_clip(root, TINY_CLIP, 99)
     env = {
         "GANFOLK_STYLEGAN_CHECKPOINT": str(GOLDEN / "stylegan2_tiny.pt"),
         "GANFOLK_CLIP_MODEL": TINY_CLIP,

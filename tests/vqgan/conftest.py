@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from PIL import Image
 
 from ganfolk.runtime.models import file_sha256
 from tests.fixtures import golden
+from tests.fixtures.tiny_clip import TINY_CLIP_CONFIG, save_tiny_clip
 
 
 def _golden_dir() -> Path:
@@ -27,11 +27,7 @@ CKPT, YAML = GOLDEN / "vqgan_tiny.ckpt", GOLDEN / "vqgan_tiny.yaml"
 
 # A one-layer ViT on 32 px images (the golden VQGAN's size): an iteration takes tens of ms on CPU.
 CLIP_NAME = "tiny-clip-vqgan-test"
-CLIP_CONFIG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
+CLIP_CONFIG = TINY_CLIP_CONFIG
 
 
 @dataclass(frozen=True)
@@ -77,16 +73,7 @@ def one_torch_thread() -> Iterator[None]:
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     if not CKPT.is_file():
         pytest.skip(f"golden files not found under {GOLDEN}")
-    from services.clip.loader import load_clip
-
-    d = tmp_path_factory.mktemp("vqgan-clip")
-    config = d / f"{CLIP_NAME}.json"
-    config.write_text(json.dumps(CLIP_CONFIG))
-    torch.manual_seed(4321)
-    random_model = load_clip(CLIP_NAME, None, allow_random=True, model_config=config)
-    checkpoint = d / "tiny-clip.pt"
-    torch.save(random_model.model.state_dict(), checkpoint)
-    return Models(config, checkpoint, file_sha256(checkpoint))
+    return Models(*save_tiny_clip(tmp_path_factory.mktemp("vqgan-clip"), CLIP_NAME, 4321))
 
 
 @pytest.fixture(scope="session")
