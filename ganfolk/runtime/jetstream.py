@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import nats
@@ -26,7 +26,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
@@ -91,43 +91,25 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
+def _stream(name: str, subjects: str, replicas: int, max_age_days: float | None) -> StreamConfig:
+    """File-backed stream with message-id de-duplication; no max age means a work queue."""
+    return StreamConfig(
+        name=name,
+        subjects=[subjects],
+        retention=RetentionPolicy.WORK_QUEUE if max_age_days is None else RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_age=None if max_age_days is None else max_age_days * 24 * 3600.0,
+        num_replicas=replicas,
+    )
+
+
 def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     return [
-        StreamConfig(
-            name=TASKS_STREAM,
-            subjects=["ganfolk.tasks.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            num_replicas=replicas,
-        ),
-        StreamConfig(
-            name=EVENTS_STREAM,
-            subjects=["ganfolk.events.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_age=7 * 24 * 3600.0,
-            num_replicas=replicas,
-        ),
-        StreamConfig(
-            name=JOBS_STREAM,
-            subjects=["ganfolk.jobs.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_age=7 * 24 * 3600.0,
-            num_replicas=replicas,
-        ),
-        StreamConfig(
-            name=DLQ_STREAM,
-            subjects=["ganfolk.dlq.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_age=30 * 24 * 3600.0,
-            num_replicas=replicas,
-        ),
+        _stream(TASKS_STREAM, "ganfolk.tasks.>", replicas, None),
+        _stream(EVENTS_STREAM, "ganfolk.events.>", replicas, 7),
+        _stream(JOBS_STREAM, "ganfolk.jobs.>", replicas, 7),
+        _stream(DLQ_STREAM, "ganfolk.dlq.>", replicas, 30),
     ]
 
 
@@ -159,9 +141,8 @@ async def is_cancelled(kv: KeyValue, job_id: str) -> bool:
 async def ensure_kv(js: JetStreamContext, bucket: str = JOBS_BUCKET, history: int = 8) -> KeyValue:
     try:
         return await js.key_value(bucket)
-    except (NotFoundError, Exception) as exc:  # BucketNotFoundError subclasses differ by version
-        if not isinstance(exc, NotFoundError) and "not found" not in str(exc).lower():
-            raise
+    except NotFoundError:  # BucketNotFoundError
+        pass
     try:
         return await js.create_key_value(
             KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
@@ -241,17 +222,28 @@ class CasConflict(RuntimeError):
 class Versioned:
     value: bytes | None
     revision: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 async def kv_read(kv: KeyValue, key: str) -> Versioned:
     try:
         entry = await kv.get(key)
-    except Exception as exc:  # KeyNotFoundError / KeyDeletedError
-        if "not found" in str(exc).lower() or "deleted" in str(exc).lower() or isinstance(exc, NotFoundError):
-            return Versioned(None, 0)
-        raise
+    except NotFoundError:  # KeyNotFoundError, KeyDeletedError
+        return Versioned(None, 0)
     return Versioned(entry.value, int(entry.revision or 0))
+
+
+async def kv_values(kv: KeyValue) -> dict[str, bytes]:
+    """Every live key of a bucket with its value (empty for an empty bucket)."""
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return {}
+    values = {}
+    for key in keys:
+        entry = await kv_read(kv, key)
+        if entry.value is not None:
+            values[key] = entry.value
+    return values
 
 
 async def kv_cas(kv: KeyValue, key: str, value: bytes, revision: int) -> int:

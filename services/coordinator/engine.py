@@ -25,6 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyWrongLastSequenceError
 
 from ganfolk.runtime import jetstream
 from ganfolk.runtime.errors import FailedPrecondition, NotFound
@@ -101,9 +102,7 @@ class Engine:
         job.updated_at.CopyFrom(job.created_at)
         try:
             await jetstream.kv_cas(self.jobs, job_id, job.SerializeToString(), 0)
-        except Exception as exc:
-            if "wrong last sequence" not in str(exc).lower():
-                raise
+        except KeyWrongLastSequenceError:
             current = await jetstream.kv_read(self.jobs, job_id)  # the same key raced us
             return jobs_pb2.Job.FromString(current.value or b""), True
         await self._publish_job(job, jobs_pb2.JobEvent(message="submitted", time=pipeline.now()))
@@ -117,17 +116,8 @@ class Engine:
         return jobs_pb2.Job.FromString(entry.value)
 
     async def list(self, state: int = 0) -> list[jobs_pb2.Job]:
-        try:
-            keys = await self.jobs.keys()
-        except Exception:  # NoKeysError when the bucket is empty
-            return []
-        jobs = []
-        for key in keys:
-            entry = await jetstream.kv_read(self.jobs, key)
-            if entry.value is not None:
-                job = jobs_pb2.Job.FromString(entry.value)
-                if not state or job.state == state:
-                    jobs.append(job)
+        jobs = [jobs_pb2.Job.FromString(v) for v in (await jetstream.kv_values(self.jobs)).values()]
+        jobs = [job for job in jobs if not state or job.state == state]
         return sorted(jobs, key=lambda j: (j.created_at.seconds, j.created_at.nanos, j.job_id), reverse=True)
 
     async def cancel(self, job_id: str, reason: str = "") -> jobs_pb2.Job:
@@ -214,16 +204,8 @@ class Engine:
     # ------------------------------------------------------------------ internals
 
     async def _service_infos(self) -> dict[str, info_pb2.GetInfoResponse]:
-        infos: dict[str, info_pb2.GetInfoResponse] = {}
-        try:
-            keys = await self.services.keys()
-        except Exception:
-            return infos
-        for key in keys:
-            entry = await jetstream.kv_read(self.services, key)
-            if entry.value:
-                infos[key] = info_pb2.GetInfoResponse.FromString(entry.value)
-        return infos
+        values = await jetstream.kv_values(self.services)
+        return {key: info_pb2.GetInfoResponse.FromString(value) for key, value in values.items()}
 
     async def _update(
         self,
