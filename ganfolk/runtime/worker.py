@@ -263,10 +263,7 @@ class StageWorker:
             log.info("task done", extra={"seconds": round(time.perf_counter() - start, 3)})
 
     async def _skip_cancelled(self, msg: Msg, meta: common_pb2.TaskMeta, attempt: int) -> None:
-        failure = events_pb2.StageFailure(code="CANCELLED", message="job was cancelled", retryable=False)
-        await publish_event(
-            self.js, meta, attempt, events_pb2.StageEvent(failure=failure), msg_id=f"{meta.task_id}.failed"
-        )
+        await self._publish_failure(meta, attempt, "CANCELLED", "job was cancelled", retryable=False)
         await msg.ack_sync()
         metrics.TASKS.labels(self.handler.stage, "cancelled").inc()
         log.info("task skipped: job cancelled")
@@ -282,7 +279,6 @@ class StageWorker:
         reason = describe(exc)
         last = attempt >= self.policy.max_deliver
         retry = verdict.retryable and not last
-        failure = events_pb2.StageFailure(code=verdict.code.name, message=reason, retryable=retry)
         if retry:
             delay = self.policy.retry_delay(attempt)
             log.warning("task failed, retrying in %.1fs: %s", delay, reason, exc_info=exc)
@@ -293,13 +289,15 @@ class StageWorker:
             await self._dead_letter(msg, f"{verdict.code.name}: {reason}")
             await msg.term()
             metrics.TASKS.labels(self.handler.stage, "terminated").inc()
-        await publish_event(
-            self.js,
-            meta,
-            attempt,
-            events_pb2.StageEvent(failure=failure),
-            msg_id="" if retry else f"{meta.task_id}.failed",
-        )
+        await self._publish_failure(meta, attempt, verdict.code.name, reason, retryable=retry)
+
+    async def _publish_failure(
+        self, meta: common_pb2.TaskMeta, attempt: int, code: str, message: str, retryable: bool
+    ) -> None:
+        """A failure event; a final one carries a de-duplication id (one per task)."""
+        failure = events_pb2.StageFailure(code=code, message=message, retryable=retryable)
+        msg_id = "" if retryable else f"{meta.task_id}.failed"
+        await publish_event(self.js, meta, attempt, events_pb2.StageEvent(failure=failure), msg_id=msg_id)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         seq = msg.metadata.sequence.stream
@@ -327,14 +325,7 @@ class StageWorker:
             try:
                 request = self.handler.request_type.FromString(raw.data or b"")
                 meta = _meta_of(request, self.handler.stage)
-                failure = events_pb2.StageFailure(code="DEADLINE_EXCEEDED", message=reason, retryable=False)
-                await publish_event(
-                    self.js,
-                    meta,
-                    deliveries,
-                    events_pb2.StageEvent(failure=failure),
-                    msg_id=f"{meta.task_id}.failed",
-                )
+                await self._publish_failure(meta, deliveries, "DEADLINE_EXCEEDED", reason, retryable=False)
             except DecodeError:
                 pass
             with contextlib.suppress(Exception):  # another replica may have removed it already
