@@ -35,10 +35,7 @@ from services.vqgan.core import VQGANCore  # noqa: E402
 from services.vqgan.model import VQGANConfig, build_vqgan, load_vqgan  # noqa: E402
 from services.vqgan.refine import Prompt, RefineParams  # noqa: E402
 
-GOLDEN = Path("/work/shared/golden")
-for cand in (ROOT / "shared" / "golden", ROOT.parent / "shared" / "golden"):
-    if cand.is_dir():
-        GOLDEN = cand
+GOLDEN = ROOT / "tests" / "data" / "golden"
 TINY_CLIP = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},

@@ -18,7 +18,7 @@ from tests.fixtures import golden
 from tests.fixtures.services import serving
 
 S = jobs_pb2
-GOLDEN = golden.GOLDEN / "stylegan2_tiny.pt"
+GOLDEN = golden.path("stylegan2_tiny.pt")
 
 
 @contextlib.asynccontextmanager

@@ -20,11 +20,9 @@ from services.stylegan import (
 from tests.fixtures import golden
 
 GOLDEN = golden.GOLDEN
-CKPT = GOLDEN / "stylegan2_tiny.pt"
-IO = GOLDEN / "stylegan2_tiny_io.pt"
+CKPT = golden.path("stylegan2_tiny.pt")
+IO = golden.path("stylegan2_tiny_io.pt")
 TOL = 5e-5
-
-pytestmark = pytest.mark.skipif(not CKPT.is_file(), reason="golden StyleGAN2 files not present")
 
 
 @pytest.fixture(scope="module")

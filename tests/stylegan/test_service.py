@@ -21,7 +21,7 @@ from services.stylegan.main import SERVICE
 from tests.fixtures import golden
 from tests.fixtures.services import serving
 
-GOLDEN = golden.GOLDEN / "stylegan2_tiny.pt"
+GOLDEN = golden.path("stylegan2_tiny.pt")
 
 
 def pixels(data: bytes) -> np.ndarray:

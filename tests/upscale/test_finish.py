@@ -33,7 +33,7 @@ from services.upscale.finish import (
 )
 from services.upscale.rrdbnet import RRDBNetConfig
 
-from .test_rrdbnet import CKPT, needs_golden
+from .test_rrdbnet import CKPT
 
 
 def _ncnn_or_skip() -> NcnnRealESRGANBackend:
@@ -190,7 +190,6 @@ def test_ncnn_small_image_size() -> None:
         backend.upscale(img, scale=2)
 
 
-@needs_golden
 def test_torch_backend_sizes_and_provenance() -> None:
     backend = TorchRRDBNetBackend.from_path(CKPT, tile=8, overlap=4)
     img = skdata.astronaut()[:20, :12]
@@ -210,7 +209,6 @@ def test_random_weights_backend_is_labelled() -> None:
     assert prov["random_weights"] is True and prov["notes"]
 
 
-@needs_golden
 def test_select_backend_order(monkeypatch: pytest.MonkeyPatch) -> None:
     assert select_backend(str(CKPT)).name == "torch-rrdbnet"
     assert select_backend(str(CKPT), prefer="lanczos").name == "lanczos"

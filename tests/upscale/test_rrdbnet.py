@@ -14,17 +14,10 @@ from services.upscale import RRDBNetConfig, load_rrdbnet
 from services.upscale.rrdbnet import RRDBNet, file_sha256, pixel_unshuffle, upscale_tiled
 from tests.fixtures import golden
 
-
-def _golden_dir() -> Path:
-    return golden.GOLDEN
-
-
-GOLDEN = _golden_dir()
-CKPT = GOLDEN / "rrdbnet_tiny.pth"
-IO = GOLDEN / "rrdbnet_tiny_io.pt"
+GOLDEN = golden.GOLDEN
+CKPT = golden.path("rrdbnet_tiny.pth")
+IO = golden.path("rrdbnet_tiny_io.pt")
 TINY = RRDBNetConfig(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, num_grow_ch=4, scale=4)
-
-needs_golden = pytest.mark.skipif(not CKPT.is_file(), reason=f"golden RRDBNet files not found in {GOLDEN}")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +38,6 @@ def _random_model(config: RRDBNetConfig, seed: int = 0) -> RRDBNet:
 # ---------------------------------------------------------------- golden output
 
 
-@needs_golden
 def test_golden_output(tiny: RRDBNet, io: dict[str, torch.Tensor]) -> None:
     assert tiny.config == TINY
     assert not tiny.training
@@ -57,7 +49,6 @@ def test_golden_output(tiny: RRDBNet, io: dict[str, torch.Tensor]) -> None:
     assert err <= 5e-5
 
 
-@needs_golden
 def test_golden_through_tiling(tiny: RRDBNet, io: dict[str, torch.Tensor]) -> None:
     # 16x16 input, tile 8 overlap 20 (>= the receptive field): same as the reference output
     y = upscale_tiled(tiny, io["x"], tile=8, overlap=20)
@@ -69,7 +60,6 @@ def test_golden_through_tiling(tiny: RRDBNet, io: dict[str, torch.Tensor]) -> No
 # ---------------------------------------------------------------- architecture / manifest
 
 
-@needs_golden
 def test_x4plus_manifest_matches_exactly() -> None:
     manifest = json.loads((GOLDEN / "rrdbnet_keys_x4plus.json").read_text())
     with torch.device("meta"):
@@ -122,7 +112,6 @@ def test_output_shape_per_scale(scale: int) -> None:
 # ---------------------------------------------------------------- checkpoint formats and errors
 
 
-@needs_golden
 @pytest.mark.parametrize("wrapper", ["params", "bare"])
 def test_params_and_bare_state_dicts_load(
     tmp_path: Path, tiny: RRDBNet, io: dict[str, torch.Tensor], wrapper: str
@@ -136,7 +125,6 @@ def test_params_and_bare_state_dicts_load(
         assert torch.equal(model(io["x"]), tiny(io["x"]))
 
 
-@needs_golden
 def test_params_ema_preferred_over_params(tmp_path: Path, tiny: RRDBNet, io: dict[str, torch.Tensor]) -> None:
     sd = torch.load(CKPT, map_location="cpu", weights_only=True)["params_ema"]
     other = {k: v + 1.0 for k, v in sd.items()}
@@ -146,7 +134,6 @@ def test_params_ema_preferred_over_params(tmp_path: Path, tiny: RRDBNet, io: dic
         assert torch.equal(load_rrdbnet(path)(io["x"]), tiny(io["x"]))
 
 
-@needs_golden
 def test_sha256_checked(tmp_path: Path) -> None:
     actual = file_sha256(CKPT)
     sums = (GOLDEN / "SHA256SUMS").read_text()
@@ -178,7 +165,6 @@ def test_not_an_rrdbnet_file_lists_keys(tmp_path: Path) -> None:
         load_rrdbnet(text)
 
 
-@needs_golden
 def test_strict_keys(tmp_path: Path) -> None:
     sd = dict(torch.load(CKPT, map_location="cpu", weights_only=True)["params_ema"])
     extra = dict(sd, **{"conv_extra.weight": torch.zeros(1)})
@@ -194,7 +180,6 @@ def test_strict_keys(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- tiling
 
 
-@needs_golden
 def test_tiled_matches_untiled(tiny: RRDBNet) -> None:
     torch.manual_seed(11)
     x = torch.rand(1, 3, 24, 24)

@@ -21,7 +21,7 @@ from ganfolk.v1 import common_pb2, events_pb2, upscale_pb2, upscale_pb2_grpc
 from services.upscale.main import SERVICE
 from tests.fixtures.services import serving
 
-from .test_rrdbnet import CKPT, needs_golden
+from .test_rrdbnet import CKPT
 
 LANCZOS = upscale_pb2.SUPER_RESOLUTION_BACKEND_LANCZOS
 
@@ -58,7 +58,6 @@ async def test_finish_lanczos_sizes_and_provenance(monkeypatch: pytest.MonkeyPat
     assert "vignette" in one.provenance.parameters["steps"]
 
 
-@needs_golden
 async def test_finish_with_rrdbnet_checkpoint_and_stored_input(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -17,13 +17,7 @@ from ganfolk.runtime.models import file_sha256
 from tests.fixtures import golden
 from tests.fixtures.tiny_clip import TINY_CLIP_CONFIG, save_tiny_clip
 
-
-def _golden_dir() -> Path:
-    return golden.GOLDEN
-
-
-GOLDEN = _golden_dir()
-CKPT, YAML = GOLDEN / "vqgan_tiny.ckpt", GOLDEN / "vqgan_tiny.yaml"
+CKPT, YAML = golden.path("vqgan_tiny.ckpt"), golden.path("vqgan_tiny.yaml")
 
 # A one-layer ViT on 32 px images (the golden VQGAN's size): an iteration takes tens of ms on CPU.
 CLIP_NAME = "tiny-clip-vqgan-test"
@@ -71,8 +65,6 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    if not CKPT.is_file():
-        pytest.skip(f"golden files not found under {GOLDEN}")
     return Models(*save_tiny_clip(tmp_path_factory.mktemp("vqgan-clip"), CLIP_NAME, 4321))
 
 

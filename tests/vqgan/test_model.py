@@ -17,17 +17,13 @@ from services.vqgan import VQGAN, VQGANConfig, build_vqgan, load_vqgan
 from services.vqgan.model import clamp_with_grad, replace_grad, vector_quantize_st
 from tests.fixtures import golden
 
-
-def _golden_dir() -> Path:
-    return golden.GOLDEN
-
-
-GOLDEN = _golden_dir()
-CKPT, YAML, IO = GOLDEN / "vqgan_tiny.ckpt", GOLDEN / "vqgan_tiny.yaml", GOLDEN / "vqgan_tiny_io.pt"
-KEYS_F16 = GOLDEN / "vqgan_keys_f16_16384.json"
+CKPT, YAML, IO = (
+    golden.path("vqgan_tiny.ckpt"),
+    golden.path("vqgan_tiny.yaml"),
+    golden.path("vqgan_tiny_io.pt"),
+)
+KEYS_F16 = golden.path("vqgan_keys_f16_16384.json")
 TOL = 5e-5
-
-pytestmark = pytest.mark.skipif(not CKPT.is_file(), reason=f"golden files not found under {GOLDEN}")
 
 
 def _sha(path: Path) -> str:
