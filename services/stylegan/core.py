@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ganfolk.runtime.models import fetch_weights, model_ref, require_weights_or_random, resolve_device
 from ganfolk.v1 import common_pb2
-from services.stylegan.config import StyleGANSettings
 from services.stylegan.latents import LatentMode, z_batch
-from services.stylegan.model import Generator, GeneratorConfig, build_generator, load_generator
+from services.stylegan.model import Generator
 
-log = logging.getLogger(__name__)
 _NOISE_STREAM = 0x9E3779B97F4A7C15  # separates a seed's noise draws from its z draws
 
 
@@ -94,36 +90,3 @@ class Sampler:
             )
             out.extend(Sample(s, pixels[i], w[i].float().cpu().numpy()) for i, s in enumerate(seeds))
         return out
-
-
-def load_sampler(settings: StyleGANSettings) -> Sampler:
-    """Load the configured checkpoint (or random weights in demo mode) onto the device.
-
-    ``GANFOLK_STYLEGAN_BACKEND=mobilestylegan`` loads the offline demo generator instead
-    (services.stylegan.mobile; non-commercial weights, demo only).
-    """
-    if settings.stylegan_backend == "mobilestylegan":
-        from services.stylegan.mobile import MobileStyleGANSampler
-
-        return MobileStyleGANSampler(
-            settings.stylegan_mobile_dir,
-            output_size=settings.stylegan_output_size,
-            mean_latent_samples=settings.stylegan_mean_latent_samples,
-        )
-    device = resolve_device(settings.device)
-    source = require_weights_or_random(settings, "stylegan_checkpoint", "StyleGAN2 checkpoint")
-    if source is None:
-        torch.manual_seed(0)
-        cfg = GeneratorConfig.rosinality(
-            settings.stylegan_random_size,
-            style_dim=settings.stylegan_random_style_dim,
-            n_mlp=2,
-            channel_multiplier=1,
-        )
-        g = build_generator(cfg, device=device).eval()
-        return Sampler(g, device, model_ref("stylegan2-rosinality", random_weights=True))
-    path = fetch_weights(source, settings, settings.stylegan_checkpoint_sha256, "GANFOLK_STYLEGAN_CHECKPOINT")
-    g = load_generator(path, device=device)
-    sha = settings.stylegan_checkpoint_sha256 or ""
-    log.info("stylegan loaded", extra={"checkpoint": str(path), "size": g.size, "device": device})
-    return Sampler(g, device, model_ref("stylegan2-rosinality", source, sha))
