@@ -19,13 +19,20 @@ check-protos:  ## fail when ganfolk/v1/ is stale or the protos do not lint
 	bash scripts/gen_protos.sh --check
 	npx --no-install buf lint
 
-lint:  ## ruff + mypy
+lint: typecheck  ## mypy, then ruff check and ruff format --check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+typecheck:  ## mypy over ganfolk/ and services/
 	$(PY) -m mypy ganfolk services
 
-test:  ## the full test suite (real nats-server, S3 API server, gRPC on loopback)
+test:  ## proto, lint, types and deploy checks, then the full suite (real nats-server, S3 API, gRPC)
 	bash scripts/test.sh
+
+# The edit-run loop: no lint, no end-to-end stack (tests/e2e) and no manifest validation
+# (tests/deploy), the two slowest parts; `make test` still runs everything.
+test-fast:  ## the suite without tests/e2e, tests/deploy and slow-marked tests
+	$(PY) -m pytest -q -p no:cacheprovider --ignore=tests/e2e --ignore=tests/deploy -m "not slow"
 
 demo:  ## set up, bring the local stack up and run a portrait job end to end
 	bash scripts/demo.sh
@@ -36,5 +43,5 @@ up:  ## start the local stack (nats-server, store, services) in the background
 down:  ## stop the local stack
 	.venv/bin/ganfolk down
 
-clean:
+clean:  ## remove local state (.state) and tool caches
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache
