@@ -8,8 +8,8 @@ from ganfolk.runtime.service import CoreHolder, ServiceDefinition
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.v1 import stylegan_pb2, stylegan_pb2_grpc
 from services.stylegan import worker
-from services.stylegan.config import StyleGANSettings
 from services.stylegan.backends import load_sampler
+from services.stylegan.config import StyleGANSettings
 from services.stylegan.core import Sampler
 from services.stylegan.servicer import StyleGANServicer
 
