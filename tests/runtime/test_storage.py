@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import urllib3
 
+from ganfolk.runtime.settings import ConfigError
 from ganfolk.runtime.storage import (
     IntegrityError,
     LocalStore,
@@ -524,7 +525,6 @@ def test_open_store_s3_urls(s3_server: S3Server) -> None:
     [
         ("s3://bkt?endpoint=h:1&secure=maybe", {"access_key": "a", "secret_key": "b"}, ValueError),
         ("s3://bkt?endpoint=h:1&colour=blue", {"access_key": "a", "secret_key": "b"}, ValueError),
-        ("s3://bkt?endpoint=h:1", {}, ValueError),  # no credentials
         ("s3://bkt/extra?endpoint=h:1", {"access_key": "a", "secret_key": "b"}, ValueError),
         ("http://h:1/", {"access_key": "a", "secret_key": "b"}, ValueError),  # no bucket
         ("http://h:1/b/c", {"access_key": "a", "secret_key": "b"}, ValueError),
@@ -538,6 +538,94 @@ def test_open_store_s3_urls(s3_server: S3Server) -> None:
 def test_open_store_rejects(url: str, kwargs: dict[str, Any], exc: type[Exception]) -> None:
     with pytest.raises(exc):
         open_store(url, **kwargs)
+
+
+@pytest.fixture
+def no_s3_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No GANFOLK_S3_* in the environment (a developer's shell may set them)."""
+    for var in ("GANFOLK_S3_ACCESS_KEY", "GANFOLK_S3_SECRET_KEY", "GANFOLK_S3_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def signed_scopes(pool: RecordingPool) -> set[str]:
+    """The ``Credential=<access key>/<date>/<region>/s3`` scopes the SDK signed with (date dropped)."""
+    scopes = set()
+    for _, _, headers in pool.requests:
+        credential = headers["authorization"].split("Credential=")[1].split(",")[0]
+        access_key, _date, region, service, _ = credential.split("/")
+        scopes.add(f"{access_key}/{region}/{service}")
+    return scopes
+
+
+def test_open_store_credentials_from_env(s3_server: S3Server, no_s3_env: pytest.MonkeyPatch) -> None:
+    no_s3_env.setenv("GANFOLK_S3_ACCESS_KEY", "env-access")
+    no_s3_env.setenv("GANFOLK_S3_SECRET_KEY", "env-secret")
+    pool = RecordingPool()
+    store = open_store(
+        f"s3://{unique_bucket_name()}?endpoint={s3_server.endpoint}&secure=false", http_client=pool
+    )
+    assert isinstance(store, S3Store)
+    store.put("k", b"v")
+    assert store.get("k") == b"v"
+    assert signed_scopes(pool) == {"env-access/us-east-1/s3"}
+
+
+def test_open_store_credentials_in_url_win_over_env(
+    s3_auth_server: S3Server, no_s3_env: pytest.MonkeyPatch
+) -> None:
+    """On a server that checks signatures: URL credentials work although the environment's are wrong."""
+    bucket = unique_bucket_name("url")
+    s3_auth_server.store(bucket).put("k", b"signed")
+    no_s3_env.setenv("GANFOLK_S3_ACCESS_KEY", "AKIAUNKNOWN000000000")
+    no_s3_env.setenv("GANFOLK_S3_SECRET_KEY", "wrong")
+    ak, sk, ep = s3_auth_server.access_key, s3_auth_server.secret_key, s3_auth_server.endpoint
+    assert open_store(f"http://{ak}:{sk}@{ep}/{bucket}", create_bucket=False).get("k") == b"signed"
+    with pytest.raises(StorageError, match="InvalidAccessKeyId"):
+        open_store(f"http://{ep}/{bucket}", create_bucket=False).get("k")
+    # an explicit keyword beats both
+    assert (
+        open_store(f"http://{ep}/{bucket}", access_key=ak, secret_key=sk, create_bucket=False).get("k")
+        == b"signed"
+    )
+
+
+def test_open_store_missing_credentials_name_the_variable(no_s3_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="GANFOLK_S3_ACCESS_KEY is required: the object store is s3://bkt"):
+        open_store("s3://bkt?endpoint=h:1")
+    no_s3_env.setenv("GANFOLK_S3_ACCESS_KEY", "a")
+    with pytest.raises(ConfigError, match="GANFOLK_S3_SECRET_KEY is required"):
+        open_store("http://h:1/bkt")
+    no_s3_env.delenv("GANFOLK_S3_ACCESS_KEY")
+    # a secret in the URL never reaches the message
+    with pytest.raises(ConfigError, match="GANFOLK_S3_ACCESS_KEY is required") as caught:
+        open_store("s3://:hunter2@bkt?endpoint=h:1")
+    assert "hunter2" not in str(caught.value) and "s3://***@bkt" in str(caught.value)
+    # file stores need no credentials
+    assert isinstance(open_store("file:///tmp/ganfolk-no-creds"), LocalStore)
+
+
+def test_open_store_region(s3_server: S3Server, no_s3_env: pytest.MonkeyPatch) -> None:
+    """The region reaches the client: requests are signed for it and the bucket is created in it."""
+    ak, sk, ep = s3_server.access_key, s3_server.secret_key, s3_server.endpoint
+    no_s3_env.setenv("GANFOLK_S3_REGION", "eu-west-1")
+    bucket = unique_bucket_name("region")
+    pool = RecordingPool()
+    store = open_store(f"http://{ak}:{sk}@{ep}/{bucket}", http_client=pool)
+    assert isinstance(store, S3Store) and store.region == "eu-west-1"
+    store.put("k", b"v")
+    assert signed_scopes(pool) == {f"{ak}/eu-west-1/s3"}
+    with urllib.request.urlopen(f"http://{ep}/{bucket}?location") as resp:
+        assert b"eu-west-1" in resp.read()
+    # the URL beats the environment, a keyword beats both; an empty value means "ask the server"
+    url = f"s3://{ak}:{sk}@{bucket}?endpoint={ep}&secure=false"
+    assert open_store(f"{url}&region=ap-south-1", create_bucket=False).region == "ap-south-1"  # type: ignore[attr-defined]
+    assert (
+        open_store(f"{url}&region=ap-south-1", region="us-west-2", create_bucket=False).region == "us-west-2"
+    )  # type: ignore[attr-defined]
+    assert open_store(f"{url}&region=", create_bucket=False).region is None  # type: ignore[attr-defined]
+    no_s3_env.delenv("GANFOLK_S3_REGION")
+    assert open_store(url, create_bucket=False).region is None  # type: ignore[attr-defined]
 
 
 def test_parse_uri() -> None:
