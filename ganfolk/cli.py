@@ -12,15 +12,15 @@ from typing import Any
 
 import grpc
 
-from ganfolk.runtime.service import SERVICE_MODULES, load_definition, run_service
+from ganfolk.runtime import catalog
+from ganfolk.runtime.service import load_definition, run_service, service_settings
 from ganfolk.runtime.settings import ConfigError, Settings, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     definition = load_definition(args.service)
-    settings = load_settings(
-        definition.settings_cls,
-        service=args.service,
+    settings = service_settings(
+        definition,
         grpc_host=args.host,
         grpc_port=args.port,
         nats_url=args.nats_url,
@@ -62,7 +62,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _target(args: argparse.Namespace) -> str:
-    return str(args.target or os.environ.get("GANFOLK_COORDINATOR", "127.0.0.1:50051"))
+    default = f"127.0.0.1:{catalog.entry('coordinator').port}"
+    return str(args.target or os.environ.get("GANFOLK_COORDINATOR", default))
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run one service (gRPC + its NATS stage workers)")
-    serve.add_argument("service", choices=sorted(SERVICE_MODULES))
+    serve.add_argument("service", choices=sorted(catalog.SERVICES))
     serve.add_argument("--host", help="gRPC bind host (GANFOLK_GRPC_HOST)")
     serve.add_argument("--port", type=int, help="gRPC port, 0 for any (GANFOLK_GRPC_PORT)")
     serve.add_argument("--nats-url", help="NATS URL (GANFOLK_NATS_URL)")

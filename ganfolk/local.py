@@ -22,19 +22,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ganfolk.runtime.service import SERVICE_MODULES
+from ganfolk.runtime import catalog
+from ganfolk.runtime.service import SideProcess, load_definition
 from ganfolk.runtime.settings import ConfigError
 
-DEFAULT_PORTS = {
-    "coordinator": 50051,
-    "align": 50061,
-    "stylegan": 50062,
-    "clip": 50063,
-    "vqgan": 50064,
-    "upscale": 50065,
-    "text": 50066,
-    "mint": 50067,
-}
 NATS_PORT = 4222
 S3_ACCESS_KEY = "ganfolk-local"
 S3_SECRET_KEY = "ganfolk-local-secret"
@@ -69,7 +60,16 @@ def state_path(state_dir: str | None) -> Path:
 
 def available_services() -> list[str]:
     """Services whose code is part of this checkout."""
-    return [name for name, module in SERVICE_MODULES.items() if importlib.util.find_spec(module) is not None]
+    return [name for name, e in catalog.SERVICES.items() if importlib.util.find_spec(e.module) is not None]
+
+
+def side_processes(services: list[str]) -> list[SideProcess]:
+    """The local processes the given services declare, each once, in service order."""
+    seen: dict[str, SideProcess] = {}
+    for name in services:
+        for side in load_definition(name).side_processes:
+            seen.setdefault(side.setting, side)
+    return list(seen.values())
 
 
 def _port_free(port: int) -> bool:
@@ -182,30 +182,22 @@ def up(
         else:
             stack.store_url = str(state / "objects")
         env["GANFOLK_STORE_URL"] = stack.store_url
-        if "text" in chosen and not env.get("GANFOLK_TEXT_LLM_BASE_URL"):
-            # The local LLM (llama.cpp serving SmolLM2-135M) as its own process.
+        # What the chosen services need beside them (a local LLM, a dev chain), as they declare it.
+        for side in side_processes(chosen):
+            if env.get(side.setting):
+                continue  # the user points the service at a real endpoint
             port = _free_port()
-            log = logs / "llm.log"
-            proc = _spawn([sys.executable, "-m", "services.text.local_llm", "--port", str(port)], log)
-            stack.processes.append(Proc("llm (local)", proc.pid, str(log), port))
-            _wait_port(port, proc, log, 180)
-            env["GANFOLK_TEXT_LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
-        if "mint" in chosen and not env.get("GANFOLK_MINT_RPC_URL"):
-            from services.mint.anvil import anvil_binary
-
-            port = _free_port()
-            log = logs / "anvil.log"
-            cmd = [anvil_binary(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"]
-            proc = _spawn([*cmd, "--state", str(state / "chain.json")], log)
-            stack.processes.append(Proc("anvil", proc.pid, str(log), port))
-            _wait_port(port, proc, log, 30)
-            env["GANFOLK_MINT_RPC_URL"] = f"http://127.0.0.1:{port}"
+            log = logs / f"{side.name}.log"
+            proc = _spawn(side.command(port, state), log)
+            stack.processes.append(Proc(side.name, proc.pid, str(log), port))
+            _wait_port(port, proc, log, side.start_timeout_s)
+            env[side.setting] = side.url(port)
         if allow_random_weights:
             env.setdefault("GANFOLK_ALLOW_RANDOM_WEIGHTS", "1")
 
         started: list[tuple[Proc, subprocess.Popen[bytes]]] = []
         for name in chosen:
-            port = _pick_port(DEFAULT_PORTS[name])
+            port = _pick_port(catalog.entry(name).port)
             log = logs / f"{name}.log"
             svc_env = {**env, "GANFOLK_SERVICE": name, "GANFOLK_GRPC_PORT": str(port)}
             proc = _spawn([sys.executable, "-m", "ganfolk.cli", "serve", name], log, svc_env)
@@ -287,7 +279,7 @@ def status(state_dir: str | None = None) -> tuple[str, bool]:
     lines, healthy = [stack.describe(), ""], True
     for p in stack.processes:
         alive = _alive(p.pid)
-        health = _health(p.port) if alive and p.name in SERVICE_MODULES else ("running" if alive else "dead")
+        health = _health(p.port) if alive and p.name in catalog.SERVICES else ("running" if alive else "dead")
         healthy &= alive and health in ("SERVING", "running")
         lines.append(f"{p.name:<12} {health}")
     return "\n".join(lines), healthy

@@ -14,6 +14,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.storage import ObjectStore, sha256_hex
 from ganfolk.v1 import common_pb2
 
@@ -42,9 +43,9 @@ def _sniff_size(data: bytes) -> tuple[str, int, int] | None:
 
 def _check_size(fmt: str, width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
-        raise ValueError(f"zero-size image: the {fmt} header says {width}x{height} pixels")
+        raise InvalidArgument(f"zero-size image: the {fmt} header says {width}x{height} pixels")
     if width * height > max_pixels:
-        raise ValueError(
+        raise InvalidArgument(
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{max_pixels:,}; downscale it first"
         )
@@ -58,7 +59,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     the first frame of an animation used.
     """
     if not data:
-        raise ValueError("image is empty (0 bytes)")
+        raise InvalidArgument("image is empty (0 bytes)")
     data = bytes(data)
     sniffed = _sniff_size(data)
     if sniffed is not None:
@@ -66,12 +67,12 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
-        raise ValueError(
+        raise InvalidArgument(
             f"not an image: {len(data):,} bytes starting {data[:8].hex(' ')} are not PNG, JPEG, WebP "
             "or another format Pillow reads"
         ) from None
     except Exception as exc:
-        raise ValueError(f"corrupt image header: {exc}") from None
+        raise InvalidArgument(f"corrupt image header: {exc}") from None
     with img:
         _check_size(img.format or "image", *img.size, max_pixels)
         try:
@@ -79,7 +80,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             upright = ImageOps.exif_transpose(img) or img
             return upright.convert("RGB")
         except Exception as exc:
-            raise ValueError(f"corrupt image: {img.format} {img.size[0]}x{img.size[1]}: {exc}") from None
+            raise InvalidArgument(f"corrupt image: {img.format} {img.size[0]}x{img.size[1]}: {exc}") from None
 
 
 def decode_array(data: bytes, max_pixels: int) -> np.ndarray:
@@ -129,17 +130,21 @@ def read_image_sync(
     which = ref.WhichOneof("source")
     if which == "inline_data":
         if len(ref.inline_data) > max_inline_bytes:
-            raise ValueError(
+            raise InvalidArgument(
                 f"inline image is {len(ref.inline_data):,} bytes, over {max_inline_bytes:,}; "
                 "upload it to the object store and send its uri"
             )
         data = ref.inline_data
         if ref.sha256 and sha256_hex(data) != ref.sha256.lower():
-            raise ValueError("inline image does not match its sha256")
+            raise InvalidArgument("inline image does not match its sha256")
     elif which == "uri":
-        data = store.get_uri(ref.uri, ref.sha256 or None)
+        try:
+            key = store.key_from_uri(ref.uri)
+        except ValueError as exc:
+            raise InvalidArgument(f"image uri {ref.uri!r}: {exc}") from None
+        data = store.get(key, ref.sha256 or None)
     else:
-        raise ValueError("image reference is empty: set uri or inline_data")
+        raise InvalidArgument("image reference is empty: set uri or inline_data")
     return decode_image(data, max_pixels)
 
 

@@ -17,16 +17,17 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import grpc
 from nats.aio.client import Client as NATS
 
-from ganfolk.runtime import jetstream, metrics
+from ganfolk.runtime import catalog, jetstream, metrics
 from ganfolk.runtime.errors import Transient
 from ganfolk.runtime.grpc_server import GrpcServer, start_grpc_server
 from ganfolk.runtime.logs import configure_logging
-from ganfolk.runtime.settings import ConfigError, Settings
+from ganfolk.runtime.settings import ConfigError, Settings, load_settings
 from ganfolk.runtime.storage import ObjectStore, open_store
 from ganfolk.runtime.worker import StageHandler, StageWorker
 from ganfolk.v1 import common_pb2, info_pb2, info_pb2_grpc
@@ -36,17 +37,28 @@ log = logging.getLogger(__name__)
 C = TypeVar("C")
 INFO_SERVICE = info_pb2.DESCRIPTOR.services_by_name["InfoService"].full_name
 
-# service name -> module exposing SERVICE. One table, used by the CLI and the launcher.
-SERVICE_MODULES: dict[str, str] = {
-    "align": "services.align.main",
-    "stylegan": "services.stylegan.main",
-    "clip": "services.clip.main",
-    "vqgan": "services.vqgan.main",
-    "upscale": "services.upscale.main",
-    "text": "services.text.main",
-    "mint": "services.mint.main",
-    "coordinator": "services.coordinator.main",
-}
+# service name -> module exposing SERVICE, from the one service table.
+SERVICE_MODULES: dict[str, str] = {name: e.module for name, e in catalog.SERVICES.items()}
+
+
+@dataclass(frozen=True)
+class SideProcess:
+    """A local process a service needs when the stack runs on one machine (``ganfolk up``).
+
+    E.g. the dev chain the mint service signs on, or the local LLM the text service asks.
+    In a cluster these are real endpoints set through ``setting``; locally the launcher
+    starts the process on a free port and sets ``setting`` for the service, unless the
+    user already set it.
+    """
+
+    name: str
+    # Environment variable the process provides (e.g. GANFOLK_MINT_RPC_URL).
+    setting: str
+    # argv, given a free port and the stack's state directory.
+    command: Callable[[int, Path], list[str]]
+    # The setting's value, given the port.
+    url: Callable[[int], str]
+    start_timeout_s: float = 30.0
 
 
 class CoreHolder(Generic[C]):
@@ -113,7 +125,8 @@ class ServiceDefinition(Generic[C]):
     stages: Callable[[C, ObjectStore, Any], list[StageHandler[Any]]] = field(
         default=lambda core, store, s: []
     )
-    default_port: int = 50051
+    # Local processes `ganfolk up` starts for this service (its port comes from the catalog).
+    side_processes: Sequence[SideProcess] = ()
     # Async start-up once loaded, with the NATS connection (e.g. the coordinator's engine).
     start: Callable[[C, NATS, ObjectStore, Any], Awaitable[None]] | None = None
     # Async clean-up before the NATS connection drains.
@@ -133,7 +146,39 @@ def load_definition(name: str) -> ServiceDefinition[Any]:
             ) from None
         raise
     definition: ServiceDefinition[Any] = module.SERVICE
+    if definition.name != name:
+        raise ConfigError(f"{module_name} defines service {definition.name!r}, the catalog says {name!r}")
     return definition
+
+
+def check_stages(name: str, handlers: Sequence[StageHandler[Any]]) -> None:
+    """Fail fast when a service's workers and the catalog disagree on its stages.
+
+    The coordinator dispatches by the catalog: a stage served under another name would
+    never receive a task, and one the catalog does not list would be driven by no one.
+    """
+    declared = set(catalog.entry(name).stages)
+    served = {h.stage for h in handlers}
+    if served - declared:
+        raise ConfigError(
+            f"service {name!r} serves stages {sorted(served - declared)} that the catalog does not list "
+            f"(ganfolk/runtime/catalog.py lists {sorted(declared)})"
+        )
+
+
+def service_settings(definition: ServiceDefinition[Any], **overrides: Any) -> Settings:
+    """The settings of a service: environment variables, then ``overrides`` (CLI flags)."""
+    return load_settings(definition.settings_cls, service=definition.name, **overrides)
+
+
+def policy_from_settings(policy: jetstream.StagePolicy, settings: Settings) -> jetstream.StagePolicy:
+    """A stage's policy with the deployment's overrides (GANFOLK_TASK_*) applied."""
+    changes: dict[str, Any] = {}
+    if settings.task_ack_wait_s:
+        changes["ack_wait"] = settings.task_ack_wait_s
+    if settings.task_max_ack_pending:
+        changes["max_ack_pending"] = settings.task_max_ack_pending
+    return dataclasses.replace(policy, **changes) if changes else policy
 
 
 @dataclass
@@ -195,9 +240,9 @@ async def run_service(
         if any(m.random_weights for m in models):
             log.warning("RUNNING WITH RANDOM WEIGHTS: outputs are meaningless (demo/test mode)")
         handlers = definition.stages(core, store, settings) if settings.worker_enabled else []
-        if settings.task_ack_wait_s:
-            for handler in handlers:
-                handler.policy = dataclasses.replace(handler.policy, ack_wait=settings.task_ack_wait_s)
+        check_stages(definition.name, handlers)
+        for handler in handlers:
+            handler.policy = policy_from_settings(handler.policy, settings)
         stage_names.extend(h.stage for h in handlers)
         if handlers or definition.start:
             nc = await jetstream.connect(settings.nats_url, name=settings.service)

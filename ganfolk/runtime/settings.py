@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GANFOLK_"
@@ -35,6 +35,7 @@ class Settings(BaseSettings):
 
     # gRPC
     grpc_host: str = "127.0.0.1"
+    # Unset: the service's port in the catalog (ganfolk/runtime/catalog.py).
     grpc_port: int = 50051
     grpc_max_message_mb: int = 32
     grpc_grace_seconds: float = 10.0
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     stream_replicas: int = 1
     # Overrides every stage's ack wait (seconds before an unacked task is redelivered).
     task_ack_wait_s: float | None = None
+    # Overrides every stage's max_ack_pending: in-flight tasks of a stage across all replicas,
+    # so raise it above replicas x concurrency when scaling a service out.
+    task_max_ack_pending: int | None = None
 
     # Object store: a path or file:///path (embedded default), or s3://bucket?endpoint=host:port
     store_url: str = ".state/objects"
@@ -66,6 +70,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     # Largest inline image a gRPC caller may send.
     max_inline_image_mb: int = 16
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalog_port(cls, data: Any) -> Any:
+        # One place knows each service's port: the catalog. An explicit value still wins.
+        if isinstance(data, dict) and data.get("grpc_port") in (None, ""):
+            from ganfolk.runtime.catalog import SERVICES
+
+            entry = SERVICES.get(str(data.get("service") or ""))
+            if entry is not None:
+                data = {**data, "grpc_port": entry.port}
+        return data
 
     def require(self, field: str, why: str = "") -> Any:
         """Return a field's value or stop with a message naming its variable."""

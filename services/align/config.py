@@ -6,7 +6,6 @@ from ganfolk.runtime.settings import Settings
 
 
 class AlignSettings(Settings):
-    grpc_port: int = 50061
     # dlib 68-point shape predictor (.dat). Unset: found on disk in the face_recognition_models
     # package's models/ folder or Debian's libdlib-data (/usr/share/dlib).
     align_landmarks_model: str | None = None

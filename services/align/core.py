@@ -33,7 +33,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from ganfolk.runtime.errors import FailedPrecondition, NotFound
+from ganfolk.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from ganfolk.runtime.images import decode_image, encode_png
 from ganfolk.runtime.models import fetch_weights, model_ref, resolve_device
 from ganfolk.runtime.storage import ObjectNotFound, ObjectStore, parse_uri, validate_key
@@ -99,7 +99,7 @@ def face_quad(landmarks: np.ndarray, looseness: float = 1.0, level_eyes: bool = 
         x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
     norm = float(np.hypot(*x))
     if norm < 1e-6:
-        raise ValueError("degenerate landmarks: the eyes coincide")
+        raise InvalidArgument("degenerate landmarks: the eyes coincide")
     x /= norm
     x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8) * looseness
     y = np.flipud(x) * [-1, 1]
@@ -140,7 +140,7 @@ def warp_face(image: np.ndarray, face: Face, params: AlignParams) -> AlignedFace
     x1 = min(math.ceil(quad[:, 0].max()) + 3, w)
     y1 = min(math.ceil(quad[:, 1].max()) + 3, h)
     if x1 <= x0 or y1 <= y0:
-        raise ValueError("the face's crop lies entirely outside the picture")
+        raise InvalidArgument("the face's crop lies entirely outside the picture")
     crop = image[y0:y1, x0:x1]
     local = inverse.copy()
     local[:, 2] -= (x0, y0)
@@ -305,7 +305,7 @@ class Aligner:
     ) -> tuple[np.ndarray, str]:
         """Fill ``mask > 0``; returns the image and the method used ("lama" or "telea")."""
         if image.shape[:2] != mask.shape[:2]:
-            raise ValueError(
+            raise InvalidArgument(
                 f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                 f"{image.shape[1]}x{image.shape[0]}; they must be the same size"
             )
@@ -410,7 +410,7 @@ def _list_folder(folder: Path, limit: int, exclude: Path | None) -> list[SourceF
             continue
         files.append(SourceFile(rel, path.read_bytes))
         if len(files) > limit:
-            raise ValueError(f"source holds more than {limit:,} files; split it into several requests")
+            raise InvalidArgument(f"source holds more than {limit:,} files; split it into several requests")
     return files
 
 
@@ -422,14 +422,14 @@ def _list_prefix(store: ObjectStore, prefix: str, exclude: str, limit: int) -> l
         rel = info.key[len(prefix) + 1 :] if prefix else info.key
         files.append(SourceFile(rel, lambda key=info.key: store.get(key)))  # type: ignore[misc]
         if len(files) > limit:
-            raise ValueError(f"source holds more than {limit:,} files; split it into several requests")
+            raise InvalidArgument(f"source holds more than {limit:,} files; split it into several requests")
     return files
 
 
 def _allowed_folder(folder: Path, roots: list[str] | None) -> Path:
     resolved = folder.resolve()
     if roots and not any(resolved.is_relative_to(Path(r).resolve()) for r in roots):
-        raise ValueError(
+        raise InvalidArgument(
             f"source folder {folder} is outside the folders this service may read "
             f"({', '.join(roots)}; GANFOLK_ALIGN_LOCAL_SOURCE_ROOTS): upload the photos to the store instead"
         )
@@ -445,16 +445,21 @@ def list_source(
     never listed as inputs.
     """
     if not source:
-        raise ValueError("source is empty: give a folder path, file:///folder or s3://bucket/prefix")
+        raise InvalidArgument("source is empty: give a folder path, file:///folder or s3://bucket/prefix")
     if source.startswith("s3://"):
         bucket, _, prefix = source[5:].partition("/")
         prefix = prefix.strip("/")
         try:
             store.key_from_uri(f"s3://{bucket}/probe")
         except ValueError:
-            raise ValueError(f"source {source!r} is not in this service's object store ({store!r})") from None
+            raise InvalidArgument(
+                f"source {source!r} is not in this service's object store ({store!r})"
+            ) from None
         if prefix:
-            validate_key(prefix)
+            try:
+                validate_key(prefix)
+            except ValueError as exc:
+                raise InvalidArgument(f"source prefix {prefix!r}: {exc}") from None
         return _list_prefix(store, prefix, destination, limit)
     exclude = None
     dest_uri = store.uri(destination)

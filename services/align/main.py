@@ -26,5 +26,4 @@ SERVICE: ServiceDefinition[Aligner] = ServiceDefinition(
     load=load_aligner,
     add_servicers=add_servicers,
     stages=worker.stages,
-    default_port=50061,
 )

@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import inline_ref, read_image, store_image
 from ganfolk.runtime.models import provenance
 from ganfolk.runtime.storage import ObjectStore, validate_key
@@ -44,22 +45,26 @@ LOOSENESS_RANGE = (0.5, 4.0)
 
 
 def align_params(p: align_pb2.AlignParams, settings: AlignSettings) -> AlignParams:
-    """Check AlignParams and apply defaults; ValueError says what to fix."""
+    """Check AlignParams and apply defaults; InvalidArgument says what to fix."""
     size = p.output_size or settings.align_output_size
     if size not in OUTPUT_SIZES:
-        raise ValueError(
+        raise InvalidArgument(
             f"params.output_size must be 512 or 1024 (or 0 for {settings.align_output_size}), got {size}"
         )
     looseness = p.looseness if p.HasField("looseness") else settings.align_looseness
     lo, hi = LOOSENESS_RANGE
     if not lo <= looseness <= hi:
-        raise ValueError(f"params.looseness must be in [{lo}, {hi}] (1.0 = FFHQ's crop), got {looseness:g}")
+        raise InvalidArgument(
+            f"params.looseness must be in [{lo}, {hi}] (1.0 = FFHQ's crop), got {looseness:g}"
+        )
     if p.detector not in _DETECTORS:
-        raise ValueError(f"unknown params.detector {p.detector}; use FACE_DETECTOR_HOG or FACE_DETECTOR_CNN")
+        raise InvalidArgument(
+            f"unknown params.detector {p.detector}; use FACE_DETECTOR_HOG or FACE_DETECTOR_CNN"
+        )
     if p.selection not in _SELECTIONS:
-        raise ValueError(f"unknown params.selection {p.selection}; use FACE_SELECTION_LARGEST or _ALL")
+        raise InvalidArgument(f"unknown params.selection {p.selection}; use FACE_SELECTION_LARGEST or _ALL")
     if p.inpaint_method not in _INPAINT:
-        raise ValueError(f"unknown params.inpaint_method {p.inpaint_method}")
+        raise InvalidArgument(f"unknown params.inpaint_method {p.inpaint_method}")
     return AlignParams(
         output_size=size,
         looseness=round(float(looseness), 6),
@@ -78,7 +83,7 @@ def output_prefix(explicit: str, meta: common_pb2.TaskMeta, settings: AlignSetti
     try:
         return validate_key(prefix.strip("/"))
     except ValueError as exc:
-        raise ValueError(f"output_prefix is not a valid object key: {exc}") from None
+        raise InvalidArgument(f"output_prefix is not a valid object key: {exc}") from None
 
 
 def _max_inline(settings: AlignSettings) -> int:
@@ -99,7 +104,7 @@ async def align_face(
     """Align the face(s) of one image; stores ``<prefix>/face-<i>.png`` and ``face-<i>-mask.png``."""
     params = align_params(request.params, settings)
     if not request.HasField("image"):
-        raise ValueError("image is required: set image.uri or image.inline_data")
+        raise InvalidArgument("image is required: set image.uri or image.inline_data")
     prefix = output_prefix(request.output_prefix, request.meta, settings)
     started = time.perf_counter()
     img = await read_image(store, request.image, settings.max_image_pixels, _max_inline(settings))
@@ -141,11 +146,11 @@ async def inpaint(
 ) -> align_pb2.InpaintResponse:
     """Fill the white area of ``mask`` in ``image``; stores ``<prefix>/inpainted.png``."""
     if not request.HasField("image"):
-        raise ValueError("image is required: set image.uri or image.inline_data")
+        raise InvalidArgument("image is required: set image.uri or image.inline_data")
     if not request.HasField("mask"):
-        raise ValueError("mask is required: a single-channel image, white = fill")
+        raise InvalidArgument("mask is required: a single-channel image, white = fill")
     if request.method not in _INPAINT:
-        raise ValueError(f"unknown method {request.method}; use INPAINT_METHOD_AUTO, _LAMA or _TELEA")
+        raise InvalidArgument(f"unknown method {request.method}; use INPAINT_METHOD_AUTO, _LAMA or _TELEA")
     method: InpaintName = _INPAINT[request.method]  # type: ignore[assignment]
     aligner.resolve_inpaint(method)  # fail before reading images when LaMa is asked for but absent
     prefix = output_prefix(request.output_prefix, request.meta, settings)
@@ -153,7 +158,7 @@ async def inpaint(
     img = np.asarray(await read_image(store, request.image, settings.max_image_pixels, _max_inline(settings)))
     msk = np.asarray(await read_image(store, request.mask, settings.max_image_pixels, _max_inline(settings)))
     if img.shape[:2] != msk.shape[:2]:
-        raise ValueError(
+        raise InvalidArgument(
             f"mask is {msk.shape[1]}x{msk.shape[0]} but the image is {img.shape[1]}x{img.shape[0]}; "
             "send a mask of the same size"
         )
@@ -183,16 +188,16 @@ async def inpaint(
 def destination_key(request: align_pb2.PrepareDatasetRequest, store: ObjectStore) -> str:
     dest = request.destination or request.meta.output_prefix
     if not dest:
-        raise ValueError("destination is required: a store prefix (or s3:// URI) for the aligned set")
+        raise InvalidArgument("destination is required: a store prefix (or s3:// URI) for the aligned set")
     if "://" in dest:
         try:
             return store.key_from_uri(dest.rstrip("/"))
         except ValueError as exc:
-            raise ValueError(f"destination must be in this service's object store: {exc}") from None
+            raise InvalidArgument(f"destination must be in this service's object store: {exc}") from None
     try:
         return validate_key(dest.strip("/"))
     except ValueError as exc:
-        raise ValueError(f"destination is not a valid object key prefix: {exc}") from None
+        raise InvalidArgument(f"destination is not a valid object key prefix: {exc}") from None
 
 
 def _message(p: Progress) -> align_pb2.PrepareDatasetResponse:
@@ -216,7 +221,7 @@ async def prepare_dataset(
     """Progress after every file, then a last message with ``done=True`` and the manifest URI."""
     params = align_params(request.params, settings)
     if not request.source:
-        raise ValueError("source is required: a folder path, file:///folder or s3://bucket/prefix")
+        raise InvalidArgument("source is required: a folder path, file:///folder or s3://bucket/prefix")
     if params.inpaint:
         aligner.resolve_inpaint(params.inpaint_method)
     dest = destination_key(request, store)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ganfolk.runtime.catalog import Stage
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.runtime.worker import StageHandler, TaskContext
@@ -48,7 +49,9 @@ def stages(aligner: Aligner, store: ObjectStore, settings: AlignSettings) -> lis
     quick = StagePolicy(ack_wait=60.0, max_deliver=4, concurrency=2, max_ack_pending=64)
     long = StagePolicy(ack_wait=300.0, max_deliver=3, concurrency=1, max_ack_pending=4, heartbeat=20.0)
     return [
-        StageHandler("align", align_pb2.AlignFaceRequest, align, "align_face", quick),
-        StageHandler("inpaint", align_pb2.InpaintRequest, inpaint, "inpaint", quick),
-        StageHandler("prepare_dataset", align_pb2.PrepareDatasetRequest, prepare, "prepare_dataset", long),
+        StageHandler(Stage.ALIGN, align_pb2.AlignFaceRequest, align, "align_face", quick),
+        StageHandler(Stage.INPAINT, align_pb2.InpaintRequest, inpaint, "inpaint", quick),
+        StageHandler(
+            Stage.PREPARE_DATASET, align_pb2.PrepareDatasetRequest, prepare, "prepare_dataset", long
+        ),
     ]

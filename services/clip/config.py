@@ -8,7 +8,6 @@ from ganfolk.runtime.settings import Settings
 
 
 class ClipSettings(Settings):
-    grpc_port: int = 50063
     # open_clip architecture name (open_clip.list_models()); ViT-B/32 at 224 px is the GANfolk default.
     clip_model: str = "ViT-B-32"
     # An extra open_clip JSON model config to register (file stem = model name), for custom sizes.

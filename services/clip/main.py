@@ -26,6 +26,5 @@ SERVICE: ServiceDefinition[ClipCore] = ServiceDefinition(
     load=load_core,
     add_servicers=add_servicers,
     stages=worker.stages,
-    default_port=50063,
     stop=lambda core: core.aclose(),
 )

@@ -1,7 +1,7 @@
 """The CLIP operations on protobuf messages, shared by the gRPC servicer and the NATS stage.
 
 Validation lives here so both adapters reject the same bad requests with the same words
-(``ValueError`` → ``INVALID_ARGUMENT`` on gRPC, a terminated task on NATS).
+(``InvalidArgument`` → ``INVALID_ARGUMENT`` on gRPC, a terminated task on NATS).
 
 Images are read (by URI, hash-checked, or inline), decoded and preprocessed in chunks of
 ``GANFOLK_CLIP_RANK_CHUNK``; only each image's score and reference are kept, so ranking
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import read_image_sync
 from ganfolk.runtime.models import provenance
 from ganfolk.runtime.storage import ObjectStore, sha256_hex, validate_key
@@ -36,49 +37,51 @@ Progress = Callable[[int, int], Awaitable[None]]
 
 def validate_texts(texts: Sequence[str], settings: ClipSettings, what: str = "texts") -> list[str]:
     if not texts:
-        raise ValueError(f"no {what}: send at least one")
+        raise InvalidArgument(f"no {what}: send at least one")
     limit = settings.clip_max_texts
     if len(texts) > limit:
-        raise ValueError(f"{len(texts)} {what} sent, at most {limit} per request (GANFOLK_CLIP_MAX_TEXTS)")
+        raise InvalidArgument(
+            f"{len(texts)} {what} sent, at most {limit} per request (GANFOLK_CLIP_MAX_TEXTS)"
+        )
     for i, text in enumerate(texts):
         if not text.strip():
-            raise ValueError(f"{what}[{i}] is empty; give it some words")
+            raise InvalidArgument(f"{what}[{i}] is empty; give it some words")
     return list(texts)
 
 
 def validate_prompts(request: clip_pb2.RankRequest, settings: ClipSettings) -> list[Prompt]:
     if not request.prompts:
-        raise ValueError("no prompts: send at least one prompt (text, optional weight)")
+        raise InvalidArgument("no prompts: send at least one prompt (text, optional weight)")
     if len(request.prompts) > settings.clip_max_prompts:
-        raise ValueError(
+        raise InvalidArgument(
             f"{len(request.prompts)} prompts sent, at most {settings.clip_max_prompts} "
             "(GANFOLK_CLIP_MAX_PROMPTS)"
         )
     prompts = []
     for i, p in enumerate(request.prompts):
         if not p.text.strip():
-            raise ValueError(f"prompts[{i}].text is empty; give it some words")
+            raise InvalidArgument(f"prompts[{i}].text is empty; give it some words")
         weight = float(p.weight) if p.HasField("weight") else 1.0
         if weight != weight or abs(weight) == float("inf"):
-            raise ValueError(f"prompts[{i}].weight must be a finite number, got {weight}")
+            raise InvalidArgument(f"prompts[{i}].weight must be a finite number, got {weight}")
         prompts.append(Prompt(p.text, weight))
     if all(p.weight == 0 for p in prompts):
-        raise ValueError("all prompt weights are 0: give at least one prompt a non-zero weight")
+        raise InvalidArgument("all prompt weights are 0: give at least one prompt a non-zero weight")
     return prompts
 
 
 def check_refs(refs: Sequence[common_pb2.ImageRef], settings: ClipSettings) -> None:
     if not refs:
-        raise ValueError("no images: send at least one image (uri or inline_data)")
+        raise InvalidArgument("no images: send at least one image (uri or inline_data)")
     if len(refs) > settings.clip_max_images:
-        raise ValueError(
+        raise InvalidArgument(
             f"{len(refs)} images sent, at most {settings.clip_max_images} per request "
             "(GANFOLK_CLIP_MAX_IMAGES); store them under a prefix and send image_prefix instead, "
             "or split the request"
         )
     for i, ref in enumerate(refs):
         if ref.WhichOneof("source") is None:
-            raise ValueError(f"images[{i}]: image reference is empty: set uri or inline_data")
+            raise InvalidArgument(f"images[{i}]: image reference is empty: set uri or inline_data")
 
 
 # ---------------------------------------------------------------------- image streaming
@@ -93,16 +96,19 @@ class _Source:
 
 
 def _prefix_sources(store: ObjectStore, prefix: str, settings: ClipSettings) -> list[_Source]:
-    if "://" in prefix:
-        prefix = store.key_from_uri(prefix.rstrip("/"))
-    prefix = prefix.strip("/")
-    validate_key(prefix)
+    try:
+        if "://" in prefix:
+            prefix = store.key_from_uri(prefix.rstrip("/"))
+        prefix = prefix.strip("/")
+        validate_key(prefix)
+    except ValueError as exc:
+        raise InvalidArgument(f"image_prefix {prefix!r}: {exc}") from None
     sources: list[_Source] = []
     for info in store.list(prefix + "/"):
         if not info.key.lower().endswith(IMAGE_SUFFIXES):
             continue
         if len(sources) >= settings.clip_max_prefix_images:
-            raise ValueError(
+            raise InvalidArgument(
                 f"more than {settings.clip_max_prefix_images} images under {prefix!r} "
                 "(GANFOLK_CLIP_MAX_PREFIX_IMAGES); split the task over narrower prefixes"
             )
@@ -110,7 +116,7 @@ def _prefix_sources(store: ObjectStore, prefix: str, settings: ClipSettings) -> 
         sources.append(_Source(ref, info.key))
     if not sources:
         suffixes = ", ".join(IMAGE_SUFFIXES)
-        raise ValueError(f"no image objects under image_prefix {prefix!r} (looked for {suffixes})")
+        raise InvalidArgument(f"no image objects under image_prefix {prefix!r} (looked for {suffixes})")
     return sources
 
 
@@ -122,8 +128,8 @@ def _load_one(
         img = read_image_sync(
             store, source.ref, settings.max_image_pixels, settings.max_inline_image_mb << 20
         )
-    except ValueError as exc:
-        raise ValueError(f"{source.label}: {exc}") from None
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{source.label}: {exc}") from None
     pixels = core.preprocess([img])[0]
     out = common_pb2.ImageRef()
     out.CopyFrom(source.ref)
@@ -233,13 +239,13 @@ async def rank(
     started = time.perf_counter()
     prompts = validate_prompts(request, settings)
     if request.images and request.image_prefix:
-        raise ValueError("set either images or image_prefix, not both")
+        raise InvalidArgument("set either images or image_prefix, not both")
     if request.image_prefix:
         sources = await asyncio.to_thread(_prefix_sources, store, request.image_prefix, settings)
     else:
         check_refs(request.images, settings)
         if request.top_k > len(request.images):
-            raise ValueError(
+            raise InvalidArgument(
                 f"top_k={request.top_k} is more than the {len(request.images)} images sent; "
                 "use 0 (or omit it) to keep all"
             )

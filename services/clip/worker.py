@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ganfolk.runtime.catalog import Stage
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.runtime.worker import StageHandler, TaskContext
@@ -23,4 +24,4 @@ def stages(core: ClipCore, store: ObjectStore, settings: ClipSettings) -> list[S
 
     # Ranks of different jobs share forward passes through the dynamic batcher.
     policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=2, max_ack_pending=32)
-    return [StageHandler("rank", clip_pb2.RankRequest, handle, "rank", policy)]
+    return [StageHandler(Stage.RANK, clip_pb2.RankRequest, handle, "rank", policy)]

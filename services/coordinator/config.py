@@ -8,7 +8,6 @@ from ganfolk.runtime.settings import Settings
 
 
 class CoordinatorSettings(Settings):
-    grpc_port: int = 50051
     # Bearer token required on the jobs API when set.
     coordinator_auth_token: SecretStr | None = None
     # How long each stage may run before the job fails, in seconds (CPU-sized defaults).

@@ -29,5 +29,4 @@ SERVICE: ServiceDefinition[core.Coordinator] = ServiceDefinition(
     add_servicers=add_servicers,
     start=core.start,
     stop=core.stop,
-    default_port=50051,
 )

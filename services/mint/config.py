@@ -12,7 +12,6 @@ DEV_CHAIN_IDS = frozenset({31337, 1337})
 
 
 class MintSettings(Settings):
-    grpc_port: int = 50067
     # JSON-RPC endpoint: anvil locally, a Polygon Amoy / mainnet RPC in production.
     # A URL with an API key in its path is never logged whole (only scheme://host).
     mint_rpc_url: str = "http://127.0.0.1:8545"

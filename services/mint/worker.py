@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ganfolk.runtime.catalog import Stage
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.runtime.worker import StageHandler, TaskContext
@@ -26,4 +27,4 @@ def stages(minter: Minter, store: ObjectStore, settings: MintSettings) -> list[S
         concurrency=4,
         max_ack_pending=32,
     )
-    return [StageHandler("mint", mint_pb2.MintRequest, handle, "mint", policy)]
+    return [StageHandler(Stage.MINT, mint_pb2.MintRequest, handle, "mint", policy)]

@@ -8,7 +8,6 @@ from ganfolk.runtime.settings import Settings
 
 
 class StyleGANSettings(Settings):
-    grpc_port: int = 50062
     # "torch": our StyleGAN2 port with a rosinality checkpoint (the default, and the only backend
     # for minting). "mobilestylegan": the offline demo generator, MobileStyleGAN (FFHQ, 1024 px)
     # as OpenVINO IR from the random-face package -- weights derive from NVIDIA's FFHQ model,

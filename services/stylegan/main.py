@@ -27,5 +27,4 @@ SERVICE: ServiceDefinition[Sampler] = ServiceDefinition(
     load=load_sampler,
     add_servicers=add_servicers,
     stages=worker.stages,
-    default_port=50062,
 )

@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import asdict
 
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import inline_ref, store_image
 from ganfolk.runtime.models import provenance
 from ganfolk.runtime.storage import ObjectStore, validate_key
@@ -25,38 +26,38 @@ _MODES = {
 
 
 def sample_params(request: stylegan_pb2.SampleRequest, settings: StyleGANSettings) -> SampleParams:
-    """Check a SampleRequest and apply defaults; ValueError says what to fix."""
+    """Check a SampleRequest and apply defaults; InvalidArgument says what to fix."""
     which = request.WhichOneof("seeds")
     if which == "seed_list":
         seeds = tuple(request.seed_list.seeds)
     elif which == "seed_range":
         if request.seed_range.count == 0:
-            raise ValueError("seed_range.count must be at least 1")
+            raise InvalidArgument("seed_range.count must be at least 1")
         if request.seed_range.start < 0:
-            raise ValueError("seed_range.start must be >= 0")
+            raise InvalidArgument("seed_range.start must be >= 0")
         seeds = tuple(range(request.seed_range.start, request.seed_range.start + request.seed_range.count))
     else:
-        raise ValueError("set seed_list or seed_range")
+        raise InvalidArgument("set seed_list or seed_range")
     if not seeds:
-        raise ValueError("seed_list.seeds is empty")
+        raise InvalidArgument("seed_list.seeds is empty")
     if len(seeds) > settings.stylegan_max_seeds:
-        raise ValueError(
+        raise InvalidArgument(
             f"{len(seeds)} seeds requested, at most {settings.stylegan_max_seeds} per request; "
             "split them into several requests"
         )
     if any(s < 0 for s in seeds):
-        raise ValueError("seeds must be >= 0")
+        raise InvalidArgument("seeds must be >= 0")
     psi = request.truncation_psi if request.HasField("truncation_psi") else 1.0
     if not 0.0 <= psi <= 1.0:
-        raise ValueError(f"truncation_psi must be in [0, 1], got {psi}")
+        raise InvalidArgument(f"truncation_psi must be in [0, 1], got {psi}")
     bound = request.truncation_bound if request.HasField("truncation_bound") else 0.7
     if not bound > 0:
-        raise ValueError(f"truncation_bound must be > 0, got {bound}")
+        raise InvalidArgument(f"truncation_bound must be > 0, got {bound}")
     if request.latent_distribution not in _MODES:
-        raise ValueError(f"unknown latent_distribution {request.latent_distribution}")
+        raise InvalidArgument(f"unknown latent_distribution {request.latent_distribution}")
     batch = request.batch_size or settings.stylegan_batch_size
     if batch > 256:
-        raise ValueError(f"batch_size {batch} is too large; use at most 256")
+        raise InvalidArgument(f"batch_size {batch} is too large; use at most 256")
     return SampleParams(
         seeds=seeds,
         truncation_psi=psi,
@@ -72,7 +73,10 @@ def output_prefix(request: stylegan_pb2.SampleRequest, settings: StyleGANSetting
     if not prefix:
         # Direct calls without a prefix get their own folder, so callers never overwrite each other.
         prefix = f"{settings.stylegan_output_prefix}/{uuid.uuid4().hex}"
-    return validate_key(prefix.strip("/"))
+    try:
+        return validate_key(prefix.strip("/"))
+    except ValueError as exc:
+        raise InvalidArgument(f"output_prefix is not a valid object key: {exc}") from None
 
 
 async def sample(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ganfolk.runtime.catalog import Stage
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.runtime.worker import StageHandler, TaskContext
@@ -19,4 +20,4 @@ def stages(sampler: Sampler, store: ObjectStore, settings: StyleGANSettings) -> 
 
     # A GPU replica takes one task at a time; a task of 100 seeds may run for minutes on CPU.
     policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=1, max_ack_pending=64)
-    return [StageHandler("sample", stylegan_pb2.SampleRequest, handle, "sample", policy)]
+    return [StageHandler(Stage.SAMPLE, stylegan_pb2.SampleRequest, handle, "sample", policy)]

@@ -10,7 +10,6 @@ from ganfolk.runtime.settings import Settings
 
 
 class TextSettings(Settings):
-    grpc_port: int = 50066
     # Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, a llama.cpp server such as
     # ``python -m services.text.local_llm``. Unset: the template writer answers everything.
     text_llm_base_url: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ganfolk.runtime.catalog import Stage
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.runtime.worker import StageHandler, TaskContext
@@ -27,7 +28,7 @@ def stages(core: TextCore, store: ObjectStore, settings: TextSettings) -> list[S
     # down fails a task as UNAVAILABLE after the client's retries; the task is nak'ed and retried.
     policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=4, max_ack_pending=64)
     return [
-        StageHandler("prompts", text_pb2.PromptsRequest, prompt, "prompts", policy),
-        StageHandler("name", text_pb2.NameRequest, name, "name", policy),
-        StageHandler("backstory", text_pb2.BackstoryRequest, backstory, "backstory", policy),
+        StageHandler(Stage.PROMPTS, text_pb2.PromptsRequest, prompt, "prompts", policy),
+        StageHandler(Stage.NAME, text_pb2.NameRequest, name, "name", policy),
+        StageHandler(Stage.BACKSTORY, text_pb2.BackstoryRequest, backstory, "backstory", policy),
     ]

@@ -8,7 +8,6 @@ from ganfolk.runtime.settings import Settings
 
 
 class UpscaleSettings(Settings):
-    grpc_port: int = 50065
     # Real-ESRGAN RRDBNet .pth (path or s3:// URI in the store); the GPU path when set.
     upscale_checkpoint: str | None = None
     upscale_checkpoint_sha256: str | None = None

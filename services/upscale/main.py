@@ -26,5 +26,4 @@ SERVICE: ServiceDefinition[Finisher] = ServiceDefinition(
     load=load_finisher,
     add_servicers=add_servicers,
     stages=worker.stages,
-    default_port=50065,
 )

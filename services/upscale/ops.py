@@ -9,6 +9,7 @@ import uuid
 
 import numpy as np
 
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import inline_ref, read_image, store_image
 from ganfolk.runtime.models import provenance
 from ganfolk.runtime.storage import ObjectStore, validate_key
@@ -45,13 +46,21 @@ async def finish(
 ) -> upscale_pb2.FinishResponse:
     """Vignette → optional unsharp → noise → super-resolution; stored as ``<prefix>/final.png``."""
     if request.params.backend not in _BACKENDS:
-        raise ValueError(f"unknown backend {request.params.backend}")
-    params = finish_params(request.params)
+        raise InvalidArgument(f"unknown backend {request.params.backend}")
+    try:
+        params = finish_params(request.params)
+    except ValueError as exc:  # FinishParams checks the values the request sent
+        raise InvalidArgument(str(exc)) from None
     backend = _BACKENDS[request.params.backend]
     prefix = request.output_prefix or request.meta.output_prefix
-    prefix = (
-        validate_key(prefix.strip("/")) if prefix else f"{settings.upscale_output_prefix}/{uuid.uuid4().hex}"
-    )
+    try:
+        prefix = (
+            validate_key(prefix.strip("/"))
+            if prefix
+            else f"{settings.upscale_output_prefix}/{uuid.uuid4().hex}"
+        )
+    except ValueError as exc:
+        raise InvalidArgument(f"output_prefix is not a valid object key: {exc}") from None
     img = await read_image(
         store,
         request.image,

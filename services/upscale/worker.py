@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ganfolk.runtime.catalog import Stage
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.runtime.worker import StageHandler, TaskContext
@@ -19,4 +20,4 @@ def stages(finisher: Finisher, store: ObjectStore, settings: UpscaleSettings) ->
 
     # ncnn on CPU needs minutes for 512 -> 2048; heartbeats keep the task while it runs.
     policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=1, max_ack_pending=32)
-    return [StageHandler("finish", upscale_pb2.FinishRequest, handle, "finish", policy)]
+    return [StageHandler(Stage.FINISH, upscale_pb2.FinishRequest, handle, "finish", policy)]

@@ -8,7 +8,6 @@ from ganfolk.runtime.settings import Settings
 
 
 class VQGANSettings(Settings):
-    grpc_port: int = 50064
     # taming-transformers VQGAN: .ckpt (path, file:// or s3:// URI) + its .yaml; required unless
     # random weights are allowed.
     vqgan_checkpoint: str | None = None

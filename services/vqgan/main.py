@@ -26,5 +26,4 @@ SERVICE: ServiceDefinition[VQGANCore] = ServiceDefinition(
     load=load_core,
     add_servicers=add_servicers,
     stages=worker.stages,
-    default_port=50064,
 )

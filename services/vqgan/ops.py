@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict
 from typing import Any
 
-from ganfolk.runtime.errors import ResourceExhausted
+from ganfolk.runtime.errors import InvalidArgument, ResourceExhausted
 from ganfolk.runtime.images import read_image, store_image
 from ganfolk.runtime.models import provenance
 from ganfolk.runtime.storage import ObjectStore, validate_key
@@ -56,11 +56,11 @@ def prompts_of(request: vqgan_pb2.RefineRequest, settings: VQGANSettings) -> lis
         if p.text.strip()
     ]
     if not prompts:
-        raise ValueError("no prompts: add at least one prompt with non-empty text")
+        raise InvalidArgument("no prompts: add at least one prompt with non-empty text")
     if len(prompts) > settings.vqgan_max_prompts:
-        raise ValueError(f"{len(prompts)} prompts, at most {settings.vqgan_max_prompts} per request")
+        raise InvalidArgument(f"{len(prompts)} prompts, at most {settings.vqgan_max_prompts} per request")
     if not any(p.weight > 0 for p in prompts):
-        raise ValueError("every prompt weight is <= 0: give at least one prompt a positive weight")
+        raise InvalidArgument("every prompt weight is <= 0: give at least one prompt a positive weight")
     return prompts
 
 
@@ -75,20 +75,23 @@ def _seed(request: vqgan_pb2.RefineRequest) -> int:
 def augment_params(msg: vqgan_pb2.Augmentations) -> AugmentParams:
     values: dict[str, Any] = {f: getattr(msg, f) for f in _AUG_FIELDS if msg.HasField(f)}
     aug = AugmentParams(enabled=not msg.disabled, **values)
-    aug.validate()
+    try:
+        aug.validate()
+    except ValueError as exc:  # the values came from the request
+        raise InvalidArgument(str(exc)) from None
     return aug
 
 
 def refine_params(request: vqgan_pb2.RefineRequest, settings: VQGANSettings, factor: int) -> RefineParams:
-    """Check a RefineRequest's params and apply the defaults; ValueError says what to fix,
+    """Check a RefineRequest's params and apply the defaults; InvalidArgument says what to fix,
     ResourceExhausted says which configured limit (size, cutn) a request is over."""
     p = request.params
     size = p.size if p.HasField("size") else settings.vqgan_default_size
     if size < factor:
-        raise ValueError(f"size must be at least the VQGAN downsampling factor {factor}, got {size}")
+        raise InvalidArgument(f"size must be at least the VQGAN downsampling factor {factor}, got {size}")
     if size % factor:
         lower, upper = size - size % factor, size - size % factor + factor
-        raise ValueError(
+        raise InvalidArgument(
             f"size {size} is not a multiple of the VQGAN downsampling factor {factor}; use {lower} or {upper}"
         )
     if size > settings.vqgan_max_size:
@@ -98,14 +101,14 @@ def refine_params(request: vqgan_pb2.RefineRequest, settings: VQGANSettings, fac
         )
     iterations = p.iterations if p.HasField("iterations") else 50
     if iterations < 1:
-        raise ValueError("iterations must be at least 1 (leave it unset for the default of 50)")
+        raise InvalidArgument("iterations must be at least 1 (leave it unset for the default of 50)")
     if iterations > settings.vqgan_max_iterations:
-        raise ValueError(
+        raise InvalidArgument(
             f"iterations {iterations} is over the limit of {settings.vqgan_max_iterations} per request"
         )
     cutn = p.cutn if p.HasField("cutn") else 64
     if cutn < 1:
-        raise ValueError("cutn must be at least 1 (leave it unset for the default of 64)")
+        raise InvalidArgument("cutn must be at least 1 (leave it unset for the default of 64)")
     if cutn > settings.vqgan_max_cutn:
         raise ResourceExhausted(
             f"cutn {cutn} is over this replica's limit of {settings.vqgan_max_cutn} "
@@ -113,15 +116,15 @@ def refine_params(request: vqgan_pb2.RefineRequest, settings: VQGANSettings, fac
         )
     step = p.step_size if p.HasField("step_size") else 0.01
     if not 0.0 < step <= 10.0:
-        raise ValueError(f"step_size must be in (0, 10], got {step}")
+        raise InvalidArgument(f"step_size must be in (0, 10], got {step}")
     cut_pow = p.cut_pow if p.HasField("cut_pow") else 1.0
     if not 0.0 < cut_pow <= 100.0:
-        raise ValueError(f"cut_pow must be in (0, 100], got {cut_pow}")
+        raise InvalidArgument(f"cut_pow must be in (0, 100], got {cut_pow}")
     init_weight = p.init_weight if p.HasField("init_weight") else 0.0
     if not init_weight >= 0.0:
-        raise ValueError(f"init_weight must be >= 0, got {init_weight}")
+        raise InvalidArgument(f"init_weight must be >= 0, got {init_weight}")
     if p.seed < 0:
-        raise ValueError(f"seed must be >= 0, got {p.seed}")
+        raise InvalidArgument(f"seed must be >= 0, got {p.seed}")
     snapshot_every = p.snapshot_every if p.HasField("snapshot_every") else 0
     return RefineParams(
         size=size,
@@ -141,7 +144,10 @@ def output_prefix(request: vqgan_pb2.RefineRequest, settings: VQGANSettings) -> 
     if not prefix:
         # Direct calls without a prefix get their own folder, so callers never overwrite each other.
         prefix = f"{settings.vqgan_output_prefix}/{uuid.uuid4().hex}"
-    return validate_key(prefix.strip("/"))
+    try:
+        return validate_key(prefix.strip("/"))
+    except ValueError as exc:
+        raise InvalidArgument(f"output_prefix is not a valid object key: {exc}") from None
 
 
 def _parameters(params: RefineParams, prompts: list[Prompt]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from ganfolk.runtime.catalog import Stage
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.runtime.worker import StageHandler, TaskCancelled, TaskContext
@@ -67,4 +68,4 @@ def stages(core: VQGANCore, store: ObjectStore, settings: VQGANSettings) -> list
     # far longer on CPU. Heartbeats (every iteration) keep the task; ack_wait only matters when the
     # worker died, and then the task is redelivered to another replica.
     policy = StagePolicy(ack_wait=300.0, max_deliver=3, concurrency=1, max_ack_pending=8, heartbeat=20.0)
-    return [StageHandler("refine", vqgan_pb2.RefineRequest, handle, "refine", policy)]
+    return [StageHandler(Stage.REFINE, vqgan_pb2.RefineRequest, handle, "refine", policy)]

@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ganfolk.runtime import catalog
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "validate_deploy.sh"
-GPU_STAGES = {"stylegan": "sample", "clip": "rank", "vqgan": "refine", "upscale": "finish"}
-SERVICES = ("coordinator", "align", "stylegan", "clip", "vqgan", "upscale", "text", "mint")
-DEFAULT_PORTS = {
-    "coordinator": 50051, "align": 50061, "stylegan": 50062, "clip": 50063,
-    "vqgan": 50064, "upscale": 50065, "text": 50066, "mint": 50067,
-}  # fmt: skip
+GPU_STAGES = {e.name: e.stages[0] for e in catalog.SERVICES.values() if "GPU" in e.node}
+SERVICES = tuple(catalog.SERVICES)
+DEFAULT_PORTS = {e.name: e.port for e in catalog.SERVICES.values()}
 
 
 def _tool_missing(check: str) -> str | None:
