@@ -1,8 +1,14 @@
 """Errors the core raises, and how they map to gRPC status codes and NATS ack decisions.
 
-Core modules raise plain exceptions (``ValueError`` for bad input); the gRPC interceptor
-and the worker loop both translate them with :func:`classify`, so a bad argument is
+Core modules raise the exceptions below; the gRPC interceptor and the worker loop both
+translate them with :func:`classify`, so a bad argument (:class:`InvalidArgument`) is
 ``INVALID_ARGUMENT`` on gRPC and a terminated (not retried) task on NATS.
+
+Only :class:`InvalidArgument` blames the caller. Any other ``ValueError`` (a library's, or
+one of our own assertions) is a bug or a broken deployment: ``INTERNAL`` on gRPC, so the
+caller is not told to fix a request that was fine, and on NATS a retried task like every
+unknown failure -- the retries are bounded by the stage's max_deliver, after which the task
+goes to the dead-letter subject, where it can be replayed once the bug is fixed.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from ganfolk.runtime.storage import IntegrityError, ObjectNotFound
 
 
 class InvalidArgument(ValueError):
-    """The request cannot succeed as sent; the message says what to fix."""
+    """The request cannot succeed as sent; the message says what to fix.
+
+    A ``ValueError`` subclass so that code validating with ``except ValueError`` keeps
+    working; :func:`classify` checks for this class, not for ``ValueError``.
+    """
 
 
 class NotFound(LookupError):
@@ -57,7 +67,7 @@ def classify(exc: BaseException) -> Classified:
         code = grpc.StatusCode.DATA_LOSS
     elif isinstance(exc, ObjectNotFound | NotFound | FileNotFoundError):
         code = grpc.StatusCode.NOT_FOUND
-    elif isinstance(exc, ValueError):
+    elif isinstance(exc, InvalidArgument):
         code = grpc.StatusCode.INVALID_ARGUMENT
     elif isinstance(exc, FailedPrecondition):
         code = grpc.StatusCode.FAILED_PRECONDITION
@@ -66,7 +76,8 @@ def classify(exc: BaseException) -> Classified:
     elif isinstance(exc, Transient | TimeoutError | ConnectionError):
         code = grpc.StatusCode.UNAVAILABLE
     else:
-        # Unknown failures are retried (bounded by max_deliver): they may be a flaky GPU or node.
+        # Unknown failures, plain ValueErrors included, are retried (bounded by max_deliver):
+        # they may be a flaky GPU or node; a deterministic bug ends in the dead-letter subject.
         code = grpc.StatusCode.INTERNAL
     return Classified(code, code not in _PERMANENT)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.service import CoreHolder, ServiceDefinition, run_service
 from ganfolk.runtime.settings import Settings, load_settings
@@ -30,7 +31,7 @@ class Core:
 
     def prompts(self, count: int) -> text_pb2.PromptsResponse:
         if count <= 0:
-            raise ValueError("count must be at least 1")
+            raise InvalidArgument("count must be at least 1")
         return text_pb2.PromptsResponse(
             prompts=[text_pb2.PortraitPrompt(text=f"prompt {i}") for i in range(count)]
         )

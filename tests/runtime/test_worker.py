@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyWrongLastSequenceError
 
 from ganfolk.runtime import jetstream
-from ganfolk.runtime.errors import Transient
+from ganfolk.runtime.errors import InvalidArgument, Transient
 from ganfolk.runtime.jetstream import StagePolicy
 from ganfolk.runtime.worker import StageHandler, StageWorker, TaskContext
 from ganfolk.v1 import common_pb2, events_pb2, text_pb2
@@ -126,7 +126,7 @@ async def test_bad_input_is_terminated_and_dead_lettered(nc: NATS) -> None:
 
     async def strict(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
         calls.append(ctx.attempt)
-        raise ValueError("count must be at most 100")
+        raise InvalidArgument("count must be at most 100")
 
     events = await nc.subscribe(jetstream.event_subject(job))
     dlq = await nc.subscribe(jetstream.dlq_subject(stage))
