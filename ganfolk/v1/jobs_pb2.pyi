@@ -105,7 +105,7 @@ class JobSpec(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ..., name_and_backstory: _Optional[bool] = ..., force_stages: _Optional[bool] = ..., description: _Optional[str] = ..., collection_size: _Optional[int] = ...) -> None: ...
 
 class StageStatus(_message.Message):
-    __slots__ = ("stage", "state", "percent", "attempts", "error", "started_at", "finished_at", "images", "tasks_total", "tasks_done", "skipped", "skip_reason")
+    __slots__ = ("stage", "state", "percent", "attempts", "error", "started_at", "finished_at", "images", "tasks_total", "tasks_done", "skipped", "skip_reason", "images_total", "manifest_prefix")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,8 @@ class StageStatus(_message.Message):
     TASKS_DONE_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_PREFIX_FIELD_NUMBER: _ClassVar[int]
     stage: Stage
     state: JobState
     percent: float
@@ -130,7 +132,9 @@ class StageStatus(_message.Message):
     tasks_done: _containers.RepeatedScalarFieldContainer[str]
     skipped: bool
     skip_reason: str
-    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., percent: _Optional[float] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[_Iterable[str]] = ..., skipped: _Optional[bool] = ..., skip_reason: _Optional[str] = ...) -> None: ...
+    images_total: int
+    manifest_prefix: str
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., percent: _Optional[float] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[_Iterable[str]] = ..., skipped: _Optional[bool] = ..., skip_reason: _Optional[str] = ..., images_total: _Optional[int] = ..., manifest_prefix: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "spec", "state", "stage", "percent", "stages", "prompt", "best_sample", "refined_image", "final_image", "first_name", "last_name", "backstory", "token", "error", "provenance", "created_at", "updated_at", "idempotency_key", "description", "children", "parent_id")
@@ -289,3 +293,33 @@ class ReviewResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetOutputsRequest(_message.Message):
+    __slots__ = ("job_id", "stream")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    stream: bool
+    def __init__(self, job_id: _Optional[str] = ..., stream: _Optional[bool] = ...) -> None: ...
+
+class GetOutputsResponse(_message.Message):
+    __slots__ = ("name", "filename", "media_type", "size", "sha256", "url", "chunk", "url_expires_at", "offset")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    URL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    filename: str
+    media_type: str
+    size: int
+    sha256: str
+    url: str
+    chunk: bytes
+    url_expires_at: _timestamp_pb2.Timestamp
+    offset: int
+    def __init__(self, name: _Optional[str] = ..., filename: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., url: _Optional[str] = ..., chunk: _Optional[bytes] = ..., url_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., offset: _Optional[int] = ...) -> None: ...

@@ -65,6 +65,11 @@ class JobServiceStub:
                 request_serializer=ganfolk_dot_v1_dot_jobs__pb2.ReviewRequest.SerializeToString,
                 response_deserializer=ganfolk_dot_v1_dot_jobs__pb2.ReviewResponse.FromString,
                 _registered_method=True)
+        self.GetOutputs = channel.unary_stream(
+                '/ganfolk.v1.JobService/GetOutputs',
+                request_serializer=ganfolk_dot_v1_dot_jobs__pb2.GetOutputsRequest.SerializeToString,
+                response_deserializer=ganfolk_dot_v1_dot_jobs__pb2.GetOutputsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -110,6 +115,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOutputs(self, request, context):
+        """The job's outputs (images, the manifest of every sample), as presigned URLs when the
+        object store can sign them, else streamed in chunks: clients need no store credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +155,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.Review,
                     request_deserializer=ganfolk_dot_v1_dot_jobs__pb2.ReviewRequest.FromString,
                     response_serializer=ganfolk_dot_v1_dot_jobs__pb2.ReviewResponse.SerializeToString,
+            ),
+            'GetOutputs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetOutputs,
+                    request_deserializer=ganfolk_dot_v1_dot_jobs__pb2.GetOutputsRequest.FromString,
+                    response_serializer=ganfolk_dot_v1_dot_jobs__pb2.GetOutputsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +325,33 @@ class JobService:
             '/ganfolk.v1.JobService/Review',
             ganfolk_dot_v1_dot_jobs__pb2.ReviewRequest.SerializeToString,
             ganfolk_dot_v1_dot_jobs__pb2.ReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOutputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ganfolk.v1.JobService/GetOutputs',
+            ganfolk_dot_v1_dot_jobs__pb2.GetOutputsRequest.SerializeToString,
+            ganfolk_dot_v1_dot_jobs__pb2.GetOutputsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+import os
+import re
+from typing import Self
 
-from ganfolk.runtime.settings import Settings
+from pydantic import SecretStr, model_validator
+
+from ganfolk.runtime.catalog import Stage
+from ganfolk.runtime.settings import ConfigError, Settings, env_name
+
+TIMEOUT_FIELD = re.compile(r"coordinator_timeout_(?P<stage>.+)_s")
+
+
+def timeout_field(stage: Stage) -> str:
+    """The settings field holding a stage's timeout: ``coordinator_timeout_<stage>_s``."""
+    return f"coordinator_timeout_{stage.value}_s"
 
 
 class CoordinatorSettings(Settings):
     # Bearer token required on the jobs API when set.
     coordinator_auth_token: SecretStr | None = None
     # How long each stage may run before the job fails, in seconds (CPU-sized defaults).
+    # One field per stage the coordinator dispatches; a test keeps them in step with the pipeline.
     coordinator_timeout_prompts_s: float = 300.0
     coordinator_timeout_sample_s: float = 3600.0
     coordinator_timeout_rank_s: float = 1800.0
@@ -26,3 +39,29 @@ class CoordinatorSettings(Settings):
     coordinator_max_samples: int = 10_000
     # Events redelivered if the coordinator dies before acking them.
     coordinator_event_ack_wait_s: float = 30.0
+    # Lifetime of the presigned URLs GetOutputs hands out (S3 stores).
+    coordinator_output_url_ttl_s: int = 300
+
+    @model_validator(mode="after")
+    def _timeouts_name_stages(self) -> Self:
+        # pydantic ignores unknown variables, so a typo such as GANFOLK_COORDINATOR_TIMEOUT_SAMPLES_S
+        # would silently leave the default in place: refuse to start instead.
+        fields = type(self).model_fields
+        timed = sorted(m["stage"] for name in fields if (m := TIMEOUT_FIELD.fullmatch(name)))
+        for stage in timed:
+            if stage not in {s.value for s in Stage}:
+                raise ConfigError(f"{env_name(f'coordinator_timeout_{stage}_s')} is for {stage!r}, no stage")
+        known = {env_name(name) for name in fields}
+        prefix = env_name("coordinator_timeout_")
+        for variable in os.environ:
+            if variable.upper().startswith(prefix) and variable.upper() not in known:
+                raise ConfigError(
+                    f"{variable} names no stage the coordinator runs; "
+                    f"set {prefix}<STAGE>_S for one of: {', '.join(timed)}"
+                )
+        return self
+
+    def timeout_for(self, stage: Stage) -> float:
+        """Seconds ``stage`` may run; AttributeError for a stage without a timeout (a bug, kept
+        out by a test that checks every dispatched stage has one)."""
+        return float(getattr(self, timeout_field(stage)))
