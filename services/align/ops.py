@@ -16,7 +16,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ganfolk.runtime.errors import InvalidArgument
-from ganfolk.runtime.images import inline_ref, read_image, store_image
+from ganfolk.runtime.images import read_image, store_image
 from ganfolk.runtime.models import provenance
 from ganfolk.runtime.storage import ObjectStore, validate_key
 from ganfolk.v1 import align_pb2, common_pb2
@@ -90,14 +90,6 @@ def _max_inline(settings: AlignSettings) -> int:
     return settings.max_inline_image_mb << 20
 
 
-async def _store(store: ObjectStore, key: str, pixels: np.ndarray, inline: bool) -> common_pb2.ImageRef:
-    ref = await store_image(store, key, pixels)
-    if inline:
-        # ImageRef.source is a oneof: the caller asked for bytes, the stored copy stays for retries.
-        ref.inline_data = inline_ref(pixels).inline_data
-    return ref
-
-
 async def align_face(
     aligner: Aligner, store: ObjectStore, request: align_pb2.AlignFaceRequest, settings: AlignSettings
 ) -> align_pb2.AlignFaceResponse:
@@ -110,12 +102,19 @@ async def align_face(
     img = await read_image(store, request.image, settings.max_image_pixels, _max_inline(settings))
     faces = await asyncio.to_thread(aligner.align_or_raise, np.asarray(img), params)
     response = align_pb2.AlignFaceResponse()
+    inline = request.inline_result
+    # Every face's image and mask are encoded and written at once: the encodes are independent.
+    refs = await asyncio.gather(
+        *(
+            store_image(store, f"{prefix}/face-{i}{suffix}.png", pixels, inline=inline)
+            for i, face in enumerate(faces)
+            for suffix, pixels in (("", face.image), ("-mask", face.mask))
+        )
+    )
     for i, face in enumerate(faces):
         out = response.faces.add(rotation_degrees=face.rotation_degrees)
-        out.image.CopyFrom(await _store(store, f"{prefix}/face-{i}.png", face.image, request.inline_result))
-        out.mask.CopyFrom(
-            await _store(store, f"{prefix}/face-{i}-mask.png", face.mask, request.inline_result)
-        )
+        out.image.CopyFrom(refs[2 * i])
+        out.mask.CopyFrom(refs[2 * i + 1])
         out.landmarks.extend(align_pb2.Point(x=float(x), y=float(y)) for x, y in face.landmarks)
         left, top, right, bottom = face.box
         out.face_box.CopyFrom(align_pb2.Box(left=left, top=top, right=right, bottom=bottom))
@@ -165,7 +164,9 @@ async def inpaint(
     mask = _mask_array(msk)
     filled, used = await asyncio.to_thread(aligner.inpaint, img, mask, method)
     response = align_pb2.InpaintResponse()
-    response.image.CopyFrom(await _store(store, f"{prefix}/inpainted.png", filled, request.inline_result))
+    response.image.CopyFrom(
+        await store_image(store, f"{prefix}/inpainted.png", filled, inline=request.inline_result)
+    )
     parameters = {
         "method": method,
         "used": used,
