@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 
@@ -18,8 +17,10 @@ import numpy as np
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import read_image, store_image
 from ganfolk.runtime.models import provenance
+from ganfolk.runtime.outputs import output_prefix
+from ganfolk.runtime.protos import optional
 from ganfolk.runtime.storage import ObjectStore, validate_key
-from ganfolk.v1 import align_pb2, common_pb2
+from ganfolk.v1 import align_pb2
 from services.align import core
 from services.align.config import AlignSettings
 from services.align.core import Aligner, AlignParams, InpaintName, Progress
@@ -51,7 +52,7 @@ def align_params(p: align_pb2.AlignParams, settings: AlignSettings) -> AlignPara
         raise InvalidArgument(
             f"params.output_size must be 512 or 1024 (or 0 for {settings.align_output_size}), got {size}"
         )
-    looseness = p.looseness if p.HasField("looseness") else settings.align_looseness
+    looseness = optional(p, "looseness", settings.align_looseness)
     lo, hi = LOOSENESS_RANGE
     if not lo <= looseness <= hi:
         raise InvalidArgument(
@@ -75,17 +76,6 @@ def align_params(p: align_pb2.AlignParams, settings: AlignSettings) -> AlignPara
     )
 
 
-def output_prefix(explicit: str, meta: common_pb2.TaskMeta, settings: AlignSettings) -> str:
-    prefix = explicit or meta.output_prefix
-    if not prefix:
-        # Direct calls without a prefix get their own folder, so callers never overwrite each other.
-        prefix = f"{settings.align_output_prefix}/{uuid.uuid4().hex}"
-    try:
-        return validate_key(prefix.strip("/"))
-    except ValueError as exc:
-        raise InvalidArgument(f"output_prefix is not a valid object key: {exc}") from None
-
-
 def _max_inline(settings: AlignSettings) -> int:
     return settings.max_inline_image_mb << 20
 
@@ -97,7 +87,7 @@ async def align_face(
     params = align_params(request.params, settings)
     if not request.HasField("image"):
         raise InvalidArgument("image is required: set image.uri or image.inline_data")
-    prefix = output_prefix(request.output_prefix, request.meta, settings)
+    prefix = output_prefix(request, settings.align_output_prefix)
     started = time.perf_counter()
     img = await read_image(store, request.image, settings.max_image_pixels, _max_inline(settings))
     faces = await asyncio.to_thread(aligner.align_or_raise, np.asarray(img), params)
@@ -152,7 +142,7 @@ async def inpaint(
         raise InvalidArgument(f"unknown method {request.method}; use INPAINT_METHOD_AUTO, _LAMA or _TELEA")
     method: InpaintName = _INPAINT[request.method]  # type: ignore[assignment]
     aligner.resolve_inpaint(method)  # fail before reading images when LaMa is asked for but absent
-    prefix = output_prefix(request.output_prefix, request.meta, settings)
+    prefix = output_prefix(request, settings.align_output_prefix)
     started = time.perf_counter()
     img = np.asarray(await read_image(store, request.image, settings.max_image_pixels, _max_inline(settings)))
     msk = np.asarray(await read_image(store, request.mask, settings.max_image_pixels, _max_inline(settings)))

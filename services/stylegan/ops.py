@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import asdict
 
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import inline_ref, store_image
 from ganfolk.runtime.models import provenance
-from ganfolk.runtime.storage import ObjectStore, validate_key
+from ganfolk.runtime.outputs import output_prefix
+from ganfolk.runtime.protos import with_optionals
+from ganfolk.runtime.storage import ObjectStore
 from ganfolk.v1 import stylegan_pb2
 from services.stylegan.config import StyleGANSettings
 from services.stylegan.core import SampleParams, Sampler
@@ -47,36 +48,22 @@ def sample_params(request: stylegan_pb2.SampleRequest, settings: StyleGANSetting
         )
     if any(s < 0 for s in seeds):
         raise InvalidArgument("seeds must be >= 0")
-    psi = request.truncation_psi if request.HasField("truncation_psi") else 1.0
-    if not 0.0 <= psi <= 1.0:
-        raise InvalidArgument(f"truncation_psi must be in [0, 1], got {psi}")
-    bound = request.truncation_bound if request.HasField("truncation_bound") else 0.7
-    if not bound > 0:
-        raise InvalidArgument(f"truncation_bound must be > 0, got {bound}")
     if request.latent_distribution not in _MODES:
         raise InvalidArgument(f"unknown latent_distribution {request.latent_distribution}")
-    batch = request.batch_size or settings.stylegan_batch_size
-    if batch > 256:
-        raise InvalidArgument(f"batch_size {batch} is too large; use at most 256")
-    return SampleParams(
+    defaults = SampleParams(
         seeds=seeds,
-        truncation_psi=psi,
         latent_mode=_MODES[request.latent_distribution],  # type: ignore[arg-type]
-        truncation_bound=bound,
         random_noise=request.noise_mode == stylegan_pb2.NOISE_MODE_RANDOM,
-        batch_size=batch,
+        batch_size=request.batch_size or settings.stylegan_batch_size,
     )
-
-
-def output_prefix(request: stylegan_pb2.SampleRequest, settings: StyleGANSettings) -> str:
-    prefix = request.output_prefix or request.meta.output_prefix
-    if not prefix:
-        # Direct calls without a prefix get their own folder, so callers never overwrite each other.
-        prefix = f"{settings.stylegan_output_prefix}/{uuid.uuid4().hex}"
-    try:
-        return validate_key(prefix.strip("/"))
-    except ValueError as exc:
-        raise InvalidArgument(f"output_prefix is not a valid object key: {exc}") from None
+    params = with_optionals(defaults, request)  # truncation_psi, truncation_bound
+    if not 0.0 <= params.truncation_psi <= 1.0:
+        raise InvalidArgument(f"truncation_psi must be in [0, 1], got {params.truncation_psi}")
+    if not params.truncation_bound > 0:
+        raise InvalidArgument(f"truncation_bound must be > 0, got {params.truncation_bound}")
+    if params.batch_size > 256:
+        raise InvalidArgument(f"batch_size {params.batch_size} is too large; use at most 256")
+    return params
 
 
 async def sample(
@@ -88,7 +75,7 @@ async def sample(
     outputs with identical images instead of adding new ones.
     """
     params = sample_params(request, settings)
-    prefix = output_prefix(request, settings)
+    prefix = output_prefix(request, settings.stylegan_output_prefix)
     started = time.perf_counter()
     samples = await asyncio.to_thread(sampler.sample, params)
     response = stylegan_pb2.SampleResponse()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
 
 import numpy as np
 
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import inline_ref, read_image, store_image
 from ganfolk.runtime.models import provenance
-from ganfolk.runtime.storage import ObjectStore, validate_key
+from ganfolk.runtime.outputs import output_prefix
+from ganfolk.runtime.protos import with_optionals
+from ganfolk.runtime.storage import ObjectStore
 from ganfolk.v1 import upscale_pb2
 from services.upscale.config import UpscaleSettings
 from services.upscale.core import Finisher, backend_model
@@ -29,16 +30,7 @@ _BACKENDS = {
 
 def finish_params(p: upscale_pb2.FinishParams) -> FinishParams:
     """Request params over the article's defaults; FinishParams says what to fix when invalid."""
-    defaults = FinishParams()
-    optional = {f.name for f in p.DESCRIPTOR.fields if f.has_presence}
-    values = {
-        f.name: getattr(p, f.name)
-        for f in dataclasses.fields(FinishParams)
-        if f.name in optional and p.HasField(f.name)
-    }
-    if p.unsharp:
-        values["unsharp"] = True
-    return dataclasses.replace(defaults, **values)
+    return with_optionals(FinishParams(unsharp=p.unsharp), p)
 
 
 async def finish(
@@ -52,15 +44,7 @@ async def finish(
     except ValueError as exc:  # FinishParams checks the values the request sent
         raise InvalidArgument(str(exc)) from None
     backend = _BACKENDS[request.params.backend]
-    prefix = request.output_prefix or request.meta.output_prefix
-    try:
-        prefix = (
-            validate_key(prefix.strip("/"))
-            if prefix
-            else f"{settings.upscale_output_prefix}/{uuid.uuid4().hex}"
-        )
-    except ValueError as exc:
-        raise InvalidArgument(f"output_prefix is not a valid object key: {exc}") from None
+    prefix = output_prefix(request, settings.upscale_output_prefix)
     img = await read_image(
         store,
         request.image,

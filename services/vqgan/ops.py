@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict
 from typing import Any
@@ -26,35 +26,21 @@ from typing import Any
 from ganfolk.runtime.errors import InvalidArgument, ResourceExhausted
 from ganfolk.runtime.images import read_image, store_image
 from ganfolk.runtime.models import provenance
-from ganfolk.runtime.storage import ObjectStore, validate_key
+from ganfolk.runtime.outputs import output_prefix
+from ganfolk.runtime.protos import with_optionals
+from ganfolk.runtime.storage import ObjectStore
 from ganfolk.v1 import vqgan_pb2
 from services.vqgan.augment import AugmentParams
 from services.vqgan.config import VQGANSettings
 from services.vqgan.core import VQGANCore
 from services.vqgan.refine import Progress, Prompt, RefineParams, RefineResult
 
-_AUG_FIELDS = (
-    "hflip_p",
-    "sharpness",
-    "sharpness_p",
-    "affine_degrees",
-    "affine_translate",
-    "affine_p",
-    "perspective_distortion",
-    "perspective_p",
-    "jitter_hue",
-    "jitter_saturation",
-    "jitter_p",
-    "noise_factor",
-)
+# The notebook's defaults, quoted in error messages; the settings override size.
+_DEFAULTS = RefineParams()
 
 
 def prompts_of(request: vqgan_pb2.RefineRequest, settings: VQGANSettings) -> list[Prompt]:
-    prompts = [
-        Prompt(p.text.strip(), p.weight if p.HasField("weight") else 1.0)
-        for p in request.prompts
-        if p.text.strip()
-    ]
+    prompts = [with_optionals(Prompt(p.text.strip()), p) for p in request.prompts if p.text.strip()]
     if not prompts:
         raise InvalidArgument("no prompts: add at least one prompt with non-empty text")
     if len(prompts) > settings.vqgan_max_prompts:
@@ -64,17 +50,16 @@ def prompts_of(request: vqgan_pb2.RefineRequest, settings: VQGANSettings) -> lis
     return prompts
 
 
-def _seed(request: vqgan_pb2.RefineRequest) -> int:
-    if request.params.HasField("seed"):
-        return int(request.params.seed)
+def _default_seed(request: vqgan_pb2.RefineRequest) -> int:
+    """The seed of a request that sets none."""
     if request.meta.task_id:  # a retried task refines the same way
         return int.from_bytes(hashlib.sha256(request.meta.task_id.encode()).digest()[:4], "big") >> 1
     return secrets.randbelow(2**31)
 
 
 def augment_params(msg: vqgan_pb2.Augmentations) -> AugmentParams:
-    values: dict[str, Any] = {f: getattr(msg, f) for f in _AUG_FIELDS if msg.HasField(f)}
-    aug = AugmentParams(enabled=not msg.disabled, **values)
+    """The request's augmentations over the notebook's defaults; InvalidArgument names a bad one."""
+    aug = with_optionals(AugmentParams(enabled=not msg.disabled), msg)
     try:
         aug.validate()
     except ValueError as exc:  # the values came from the request
@@ -85,8 +70,9 @@ def augment_params(msg: vqgan_pb2.Augmentations) -> AugmentParams:
 def refine_params(request: vqgan_pb2.RefineRequest, settings: VQGANSettings, factor: int) -> RefineParams:
     """Check a RefineRequest's params and apply the defaults; InvalidArgument says what to fix,
     ResourceExhausted says which configured limit (size, cutn) a request is over."""
-    p = request.params
-    size = p.size if p.HasField("size") else settings.vqgan_default_size
+    defaults = RefineParams(size=settings.vqgan_default_size, seed=_default_seed(request))
+    params = with_optionals(defaults, request.params)
+    size = params.size
     if size < factor:
         raise InvalidArgument(f"size must be at least the VQGAN downsampling factor {factor}, got {size}")
     if size % factor:
@@ -99,55 +85,30 @@ def refine_params(request: vqgan_pb2.RefineRequest, settings: VQGANSettings, fac
             f"size {size} px is over this replica's limit of {settings.vqgan_max_size} px "
             "(GANFOLK_VQGAN_MAX_SIZE); lower size"
         )
-    iterations = p.iterations if p.HasField("iterations") else 50
-    if iterations < 1:
-        raise InvalidArgument("iterations must be at least 1 (leave it unset for the default of 50)")
-    if iterations > settings.vqgan_max_iterations:
+    if params.iterations < 1:
         raise InvalidArgument(
-            f"iterations {iterations} is over the limit of {settings.vqgan_max_iterations} per request"
+            f"iterations must be at least 1 (leave it unset for the default of {_DEFAULTS.iterations})"
         )
-    cutn = p.cutn if p.HasField("cutn") else 64
-    if cutn < 1:
-        raise InvalidArgument("cutn must be at least 1 (leave it unset for the default of 64)")
-    if cutn > settings.vqgan_max_cutn:
+    if params.iterations > settings.vqgan_max_iterations:
+        raise InvalidArgument(
+            f"iterations {params.iterations} is over the limit of {settings.vqgan_max_iterations} per request"
+        )
+    if params.cutn < 1:
+        raise InvalidArgument(f"cutn must be at least 1 (leave it unset for the default of {_DEFAULTS.cutn})")
+    if params.cutn > settings.vqgan_max_cutn:
         raise ResourceExhausted(
-            f"cutn {cutn} is over this replica's limit of {settings.vqgan_max_cutn} "
+            f"cutn {params.cutn} is over this replica's limit of {settings.vqgan_max_cutn} "
             "(GANFOLK_VQGAN_MAX_CUTN); lower cutn"
         )
-    step = p.step_size if p.HasField("step_size") else 0.01
-    if not 0.0 < step <= 10.0:
-        raise InvalidArgument(f"step_size must be in (0, 10], got {step}")
-    cut_pow = p.cut_pow if p.HasField("cut_pow") else 1.0
-    if not 0.0 < cut_pow <= 100.0:
-        raise InvalidArgument(f"cut_pow must be in (0, 100], got {cut_pow}")
-    init_weight = p.init_weight if p.HasField("init_weight") else 0.0
-    if not init_weight >= 0.0:
-        raise InvalidArgument(f"init_weight must be >= 0, got {init_weight}")
-    if p.seed < 0:
-        raise InvalidArgument(f"seed must be >= 0, got {p.seed}")
-    snapshot_every = p.snapshot_every if p.HasField("snapshot_every") else 0
-    return RefineParams(
-        size=size,
-        step_size=step,
-        iterations=iterations,
-        cutn=cutn,
-        cut_pow=cut_pow,
-        init_weight=init_weight,
-        seed=_seed(request),
-        snapshot_every=snapshot_every,
-        augment=augment_params(p.augmentations),
-    )
-
-
-def output_prefix(request: vqgan_pb2.RefineRequest, settings: VQGANSettings) -> str:
-    prefix = request.output_prefix or request.meta.output_prefix
-    if not prefix:
-        # Direct calls without a prefix get their own folder, so callers never overwrite each other.
-        prefix = f"{settings.vqgan_output_prefix}/{uuid.uuid4().hex}"
-    try:
-        return validate_key(prefix.strip("/"))
-    except ValueError as exc:
-        raise InvalidArgument(f"output_prefix is not a valid object key: {exc}") from None
+    if not 0.0 < params.step_size <= 10.0:
+        raise InvalidArgument(f"step_size must be in (0, 10], got {params.step_size}")
+    if not 0.0 < params.cut_pow <= 100.0:
+        raise InvalidArgument(f"cut_pow must be in (0, 100], got {params.cut_pow}")
+    if not params.init_weight >= 0.0:
+        raise InvalidArgument(f"init_weight must be >= 0, got {params.init_weight}")
+    if params.seed < 0:
+        raise InvalidArgument(f"seed must be >= 0, got {params.seed}")
+    return dataclasses.replace(params, augment=augment_params(request.params.augmentations))
 
 
 def _parameters(params: RefineParams, prompts: list[Prompt]) -> dict[str, Any]:
@@ -174,7 +135,7 @@ async def refine_stream(
     prompts = prompts_of(request, settings)
     params = refine_params(request, settings, core.factor)
     core.check_memory(params.size, params.cutn)  # fail before reading anything
-    prefix = output_prefix(request, settings)
+    prefix = output_prefix(request, settings.vqgan_output_prefix)
     init = None
     if request.HasField("init_image"):
         init = await read_image(
