@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ganfolk.runtime.images import decode_image, encode_png, read_image_sync
 from ganfolk.runtime.storage import LocalStore
@@ -60,3 +62,18 @@ def test_refs_inline_and_by_uri(tmp_path) -> None:
         read_image_sync(store, common_pb2.ImageRef(inline_data=data), 100, max_inline_bytes=10)
     with pytest.raises(ValueError, match="does not match its sha256"):
         read_image_sync(store, common_pb2.ImageRef(inline_data=data, sha256="0" * 64), 100)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (7, 5, 1), (13, 9, 3), (13, 9, 4), (64, 48, 3)])
+def test_png_round_trip(shape: tuple[int, ...]) -> None:
+    pixels = np.random.default_rng(len(shape)).integers(0, 256, shape, dtype=np.uint8)
+    for source in (pixels, pixels.swapaxes(0, 1)):  # a transposed view is not C-contiguous
+        decoded = np.asarray(Image.open(io.BytesIO(encode_png(source))))
+        assert np.array_equal(decoded.reshape(source.shape), source)
+
+
+def test_png_other_modes_go_through_pillow() -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    for img in (Image.fromarray(rgb).convert("P"), Image.fromarray(rgb[..., 0] > 127)):
+        decoded = Image.open(io.BytesIO(encode_png(img)))
+        assert decoded.mode == img.mode and np.array_equal(np.asarray(decoded), np.asarray(img))
