@@ -120,7 +120,7 @@ def _fast_png(pixels: np.ndarray) -> bytes | None:
     filtered[0, 1:] = rows[0]  # the row above the first counts as zeros
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 wraps: PNG's arithmetic mod 256
     deflate = zlib.compressobj(PNG_COMPRESS_LEVEL, zlib.DEFLATED, 15, 8, PNG_STRATEGY)
-    idat = deflate.compress(memoryview(filtered)) + deflate.flush()
+    idat = deflate.compress(filtered.data) + deflate.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
     return b"".join(
         (_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", idat), _png_chunk(b"IEND", b""))
