@@ -25,7 +25,7 @@ def load(settings: CoordinatorSettings) -> Coordinator:
 
 
 async def start(core: Coordinator, nc: NATS, store: ObjectStore, settings: CoordinatorSettings) -> None:
-    core.engine = Engine(nc, settings)
+    core.engine = Engine(nc, settings, store)
     await core.engine.start()
 
 

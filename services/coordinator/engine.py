@@ -10,15 +10,25 @@
   event re-publishes every in-flight task of the job (harmless duplicates, dropped by id).
 * A sweeper re-publishes the tasks of jobs stuck in QUEUED (crash between submit and
   publish) and fails stages that run past their timeout.
+* Claim check: a result that lists many images (a sample shard, a ranking) is written to
+  its task's manifest object in the store *before* the job is updated, keyed by task id, so
+  a redelivered event rewrites the same object and a crash in between loses nothing; the
+  job itself keeps counts and a few references, so neither its KV entry nor a Watch
+  snapshot grows with the number of samples.
+* Reads kept off the event path: service infos come from a KV watch (:class:`ServiceInfos`),
+  and progress events (no state change) are shown with the job as this replica last
+  wrote or read it instead of re-reading it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 
 from nats.aio.client import Client as NATS
@@ -28,24 +38,30 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyWrongLastSequenceError
 
 from ganfolk.runtime import jetstream
-from ganfolk.runtime.errors import FailedPrecondition, NotFound
+from ganfolk.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from ganfolk.runtime.logs import log_context
-from ganfolk.v1 import events_pb2, info_pb2, jobs_pb2
-from services.coordinator import pipeline
+from ganfolk.runtime.storage import ObjectStore
+from ganfolk.v1 import events_pb2, jobs_pb2
+from services.coordinator import outputs, pipeline
 from services.coordinator.config import CoordinatorSettings
+from services.coordinator.infos import ServiceInfos
 
 log = logging.getLogger(__name__)
 S = jobs_pb2
 EVENTS_CONSUMER = "coordinator"
+# Jobs remembered for progress snapshots (the most recently touched ones).
+RECENT_JOBS = 1024
 
 
 class Engine:
-    def __init__(self, nc: NATS, settings: CoordinatorSettings) -> None:
+    def __init__(self, nc: NATS, settings: CoordinatorSettings, store: ObjectStore) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.settings = settings
+        self.store = store
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._recent: OrderedDict[str, jobs_pb2.Job] = OrderedDict()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -53,7 +69,8 @@ class Engine:
         await jetstream.ensure_streams(self.js, self.settings.stream_replicas)
         self.jobs = await jetstream.ensure_kv(self.js, jetstream.JOBS_BUCKET)
         self.cancels = await jetstream.ensure_kv(self.js, jetstream.CANCEL_BUCKET, history=1)
-        self.services = await jetstream.ensure_kv(self.js, jetstream.SERVICES_BUCKET, history=1)
+        self.services = ServiceInfos(await jetstream.ensure_kv(self.js, jetstream.SERVICES_BUCKET, history=1))
+        await self.services.start()
         with contextlib.suppress(Exception):
             await self.js.add_consumer(
                 jetstream.EVENTS_STREAM,
@@ -75,6 +92,7 @@ class Engine:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.services.stop()
 
     # ------------------------------------------------------------------ jobs API
 
@@ -110,10 +128,27 @@ class Engine:
         return job, False
 
     async def get(self, job_id: str) -> jobs_pb2.Job:
+        """The job as stored now; NotFound when there is none."""
         entry = await jetstream.kv_read(self.jobs, job_id) if job_id else None
         if entry is None or entry.value is None:
             raise NotFound(f"no job {job_id!r}")
-        return jobs_pb2.Job.FromString(entry.value)
+        job = jobs_pb2.Job.FromString(entry.value)
+        self._remember(job)
+        return job
+
+    def _remember(self, job: jobs_pb2.Job) -> None:
+        self._recent[job.job_id] = job
+        self._recent.move_to_end(job.job_id)
+        while len(self._recent) > RECENT_JOBS:
+            self._recent.popitem(last=False)
+
+    async def outputs(self, job_id: str, stream: bool) -> AsyncIterator[jobs_pb2.GetOutputsResponse]:
+        """The job's outputs: presigned URLs (S3 store, unless ``stream``) or streamed bytes."""
+        job = await self.get(job_id)
+        async for part in outputs.job_outputs(
+            self.store, job, stream, self.settings.coordinator_output_url_ttl_s
+        ):
+            yield part
 
     async def list(self, state: int = 0) -> list[jobs_pb2.Job]:
         jobs = [jobs_pb2.Job.FromString(v) for v in (await jetstream.kv_values(self.jobs)).values()]
@@ -138,12 +173,12 @@ class Engine:
     async def review(self, request: jobs_pb2.ReviewRequest) -> jobs_pb2.Job:
         await self.get(request.job_id)
         if request.decision == S.REVIEW_DECISION_UNSPECIFIED:
-            raise ValueError("decision is required: APPROVE, EDIT or REJECT")
+            raise InvalidArgument("decision is required: APPROVE, EDIT or REJECT")
         if request.decision == S.REVIEW_DECISION_EDIT and not (
             request.first_name or request.last_name or request.backstory
         ):
-            raise ValueError("an EDIT needs first_name, last_name or backstory")
-        services = await self._service_infos()
+            raise InvalidArgument("an EDIT needs first_name, last_name or backstory")
+        services = await self.services.get()
 
         def mutate(job: jobs_pb2.Job) -> pipeline.Advance | None:
             if job.state != S.JOB_STATE_AWAITING_REVIEW:
@@ -203,10 +238,6 @@ class Engine:
 
     # ------------------------------------------------------------------ internals
 
-    async def _service_infos(self) -> dict[str, info_pb2.GetInfoResponse]:
-        values = await jetstream.kv_values(self.services)
-        return {key: info_pb2.GetInfoResponse.FromString(value) for key, value in values.items()}
-
     async def _update(
         self,
         job_id: str,
@@ -232,6 +263,7 @@ class Engine:
 
         await jetstream.kv_update(self.jobs, job_id, apply)
         job: jobs_pb2.Job = result["job"]  # type: ignore[assignment]
+        self._remember(job)
         if result["step"] is None:
             return job, pipeline.Advance([], [])
         step: pipeline.Advance = result["step"]  # type: ignore[assignment]
@@ -251,7 +283,7 @@ class Engine:
 
     async def _step(self, job_id: str, event: events_pb2.StageEvent | None, republish: bool) -> jobs_pb2.Job:
         """Apply an event (if any) and advance; ``republish`` re-sends every in-flight task."""
-        services = await self._service_infos()
+        services = await self.services.get()
         shown: list[jobs_pb2.JobEvent | None] = [None]
 
         def mutate(job: jobs_pb2.Job) -> pipeline.Advance | None:
@@ -293,12 +325,15 @@ class Engine:
         with log_context(job_id=job_id, stage=event.meta.stage, task_id=event.meta.task_id):
             try:
                 if event.WhichOneof("outcome") == "progress":
-                    # Progress is for watchers only: no state change, no KV write.
-                    job = await self.get(job_id)
+                    # Progress is for watchers only: no state change, no KV write, and no KV
+                    # read when this replica has seen the job (the snapshot may then lag a
+                    # change made by another replica; the next state change corrects it).
+                    job = self._recent.get(job_id) or await self.get(job_id)
                     shown = pipeline.apply_event(job, event)
                     if shown is not None:
                         await self._publish_job(job, shown)
                 else:
+                    await self._write_manifest(event)
                     await self._start_children(job_id, event)
                     await self._step(job_id, event, republish=int(msg.metadata.num_delivered or 1) > 1)
                 await msg.ack_sync()
@@ -309,6 +344,15 @@ class Engine:
                 log.exception("event handling failed; it will be redelivered")
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=1)
+
+    async def _write_manifest(self, event: events_pb2.StageEvent) -> None:
+        """The result's manifest object, written before the job counts the result (claim check)."""
+        record = pipeline.manifest_record(event)
+        if record is None:
+            return
+        key, content = record
+        data = json.dumps(content, sort_keys=True).encode()
+        await asyncio.to_thread(self.store.put, key, data, "application/json")
 
     async def _start_children(self, job_id: str, event: events_pb2.StageEvent) -> None:
         """A collection's prompts arrived: start one portrait job per prompt.
@@ -325,8 +369,7 @@ class Engine:
             await self.submit(spec, key, parent_id=job_id)
 
     def _timeout_for(self, stage: int) -> float:
-        name = pipeline.STAGE_TASK.get(stage, "")
-        return float(getattr(self.settings, f"coordinator_timeout_{name}_s", 3600.0))
+        return self.settings.timeout_for(pipeline.STAGES[stage].task)
 
     async def _sweep(self) -> None:
         while not self._stopping.is_set():
@@ -355,7 +398,7 @@ class Engine:
             if late is None:
                 continue
             stage, limit = late
-            service = pipeline.STAGE_SERVICE.get(stage, "?")
+            service = pipeline.STAGES[stage].service
             error = f"timed out after {limit:.0f}s (is the {service} service running?)"
 
             def mutate(j: jobs_pb2.Job, stage: int = stage, error: str = error) -> pipeline.Advance | None:

@@ -5,6 +5,13 @@ No NATS, no gRPC: :func:`apply_event` folds a stage event into the job, and
 publish. The engine runs both inside a compare-and-set update of the job's KV entry,
 so the functions may run more than once for the same input and must be deterministic.
 
+Each stage the coordinator dispatches is one row of :data:`STAGES`: its NATS stage (from
+the catalog, which also names the service that runs it), the requests of its tasks, and
+how a task's result folds into the job. The job stays small whatever the sample count
+(a claim check): results that list many images are written to per-task manifest objects
+in the store (:func:`manifest_record`, by the engine) and the job keeps counts and a
+bounded handful of references.
+
 Flow::
 
     PROMPT ─┬─ SAMPLE (fan-out) ─ RANK ─ REFINE ─ FINISH ─┬─ REVIEW ─ MINT
@@ -16,12 +23,16 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ganfolk.runtime.catalog import Stage, service_for
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.v1 import (
     clip_pb2,
     common_pb2,
@@ -37,40 +48,6 @@ from ganfolk.v1 import (
 
 S = jobs_pb2
 TERMINAL = {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED, S.JOB_STATE_REJECTED}
-STAGE_TASK: dict[int, str] = {  # Stage -> NATS stage name (subject ganfolk.tasks.<name>)
-    S.STAGE_PROMPT: "prompts",
-    S.STAGE_SAMPLE: "sample",
-    S.STAGE_RANK: "rank",
-    S.STAGE_REFINE: "refine",
-    S.STAGE_FINISH: "finish",
-    S.STAGE_NAME: "name",
-    S.STAGE_BACKSTORY: "backstory",
-    S.STAGE_MINT: "mint",
-}
-TASK_STAGE: dict[str, int] = {v: k for k, v in STAGE_TASK.items()}
-# Service that runs each stage (for skip decisions and error messages).
-STAGE_SERVICE: dict[int, str] = {
-    S.STAGE_PROMPT: "text",
-    S.STAGE_SAMPLE: "stylegan",
-    S.STAGE_RANK: "clip",
-    S.STAGE_REFINE: "vqgan",
-    S.STAGE_FINISH: "upscale",
-    S.STAGE_NAME: "text",
-    S.STAGE_BACKSTORY: "text",
-    S.STAGE_MINT: "mint",
-}
-# Share of overall progress per stage (sums to 100).
-WEIGHT: dict[int, int] = {
-    S.STAGE_PROMPT: 5,
-    S.STAGE_SAMPLE: 35,
-    S.STAGE_RANK: 10,
-    S.STAGE_REFINE: 25,
-    S.STAGE_FINISH: 10,
-    S.STAGE_NAME: 5,
-    S.STAGE_BACKSTORY: 5,
-    S.STAGE_REVIEW: 0,
-    S.STAGE_MINT: 5,
-}
 DEFAULT_SAMPLES = 1000
 DEFAULT_TASK_SIZE = 100
 DEFAULT_TOP_K = 14
@@ -154,26 +131,35 @@ def _description(p: text_pb2.PortraitPrompt) -> str:
 
 
 def validate_spec(spec: jobs_pb2.JobSpec, max_samples: int = 10_000) -> None:
-    """Reject a spec that can never succeed; the message says what to fix."""
+    """Reject a spec that can never succeed (InvalidArgument); the message says what to fix."""
     if spec.collection_size > MAX_COLLECTION:
-        raise ValueError(f"collection_size {spec.collection_size} is over the limit of {MAX_COLLECTION}")
+        raise InvalidArgument(f"collection_size {spec.collection_size} is over the limit of {MAX_COLLECTION}")
     if spec.collection_size and spec.prompt:
-        raise ValueError("a collection writes its own prompts: leave prompt empty")
+        raise InvalidArgument("a collection writes its own prompts: leave prompt empty")
     if len(spec.prompt) > 500:
-        raise ValueError(f"prompt is {len(spec.prompt)} characters; keep it under 500")
+        raise InvalidArgument(f"prompt is {len(spec.prompt)} characters; keep it under 500")
     if spec.num_samples > max_samples:
-        raise ValueError(f"num_samples {spec.num_samples} is over the limit of {max_samples}")
-    if spec.sample_task_size > max_samples:
-        raise ValueError(f"sample_task_size {spec.sample_task_size} is over the limit of {max_samples}")
-    if spec.seed < 0:
-        raise ValueError("seed must be >= 0")
-    if spec.HasField("truncation_psi") and not 0 <= spec.truncation_psi <= 1:
-        raise ValueError(f"truncation_psi must be in [0, 1], got {spec.truncation_psi}")
+        raise InvalidArgument(f"num_samples {spec.num_samples} is over the limit of {max_samples}")
+    limit = min(max_samples, MAX_SAMPLE_TASK_SIZE)
+    if spec.sample_task_size > limit:
+        raise InvalidArgument(f"sample_task_size {spec.sample_task_size} is over the limit of {limit}")
     n = spec.num_samples or DEFAULT_SAMPLES
+    tasks = math.ceil(n / (spec.sample_task_size or DEFAULT_TASK_SIZE))
+    if tasks > MAX_SAMPLE_TASKS:
+        raise InvalidArgument(
+            f"{n} samples in tasks of {spec.sample_task_size} make {tasks} sample tasks, over the limit "
+            f"of {MAX_SAMPLE_TASKS}: set sample_task_size to at least {math.ceil(n / MAX_SAMPLE_TASKS)}"
+        )
+    if spec.seed < 0:
+        raise InvalidArgument("seed must be >= 0")
+    if spec.HasField("truncation_psi") and not 0 <= spec.truncation_psi <= 1:
+        raise InvalidArgument(f"truncation_psi must be in [0, 1], got {spec.truncation_psi}")
     if spec.top_k > n:
-        raise ValueError(f"top_k {spec.top_k} is larger than num_samples {n}")
+        raise InvalidArgument(f"top_k {spec.top_k} is larger than num_samples {n}")
+    if spec.top_k > MAX_TOP_K:
+        raise InvalidArgument(f"top_k {spec.top_k} is over the limit of {MAX_TOP_K}")
     if spec.recipient and not re.fullmatch(r"0x[0-9a-fA-F]{40}", spec.recipient):
-        raise ValueError(f"recipient {spec.recipient!r} is not a 0x-prefixed 20-byte address")
+        raise InvalidArgument(f"recipient {spec.recipient!r} is not a 0x-prefixed 20-byte address")
 
 
 def _meta(
@@ -197,75 +183,296 @@ def _prompts(job: jobs_pb2.Job) -> list[common_pb2.WeightedPrompt]:
     return [common_pb2.WeightedPrompt(text=job.prompt, weight=1.0)]
 
 
+# --------------------------------------------------------------------------- the stage table
+
+# The job keeps at most this many references per stage; the rest are in the manifest.
+MAX_STAGE_IMAGES = 16
+# Bounds that keep the job entry and every NATS message small whatever num_samples is:
+# top_k ranked references live in the job, one result event carries one shard's references,
+# and the job lists the id of every finished task.
+MAX_TOP_K = 100
+MAX_SAMPLE_TASK_SIZE = 1000
+MAX_SAMPLE_TASKS = 256
+
+
+def manifest_prefix(job_id: str, stage: Stage) -> str:
+    """Where the per-task manifest objects of a stage live."""
+    return f"jobs/{job_id}/manifest/{stage.value}/"
+
+
+def manifest_key(meta: common_pb2.TaskMeta) -> str:
+    """The manifest object of one task: keyed by task id, so a redelivered result overwrites it."""
+    return f"{manifest_prefix(meta.job_id, Stage(meta.stage))}{meta.task_id}.json"
+
+
+def _ref(ref: common_pb2.ImageRef) -> dict[str, Any]:
+    return MessageToDict(ref, preserving_proto_field_name=True)
+
+
+def _sample_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
+    spec = job.spec
+    n = spec.num_samples or DEFAULT_SAMPLES
+    size = spec.sample_task_size or DEFAULT_TASK_SIZE
+    shards = math.ceil(n / size)
+    tasks = []
+    for i in range(shards):
+        meta = _meta(job, name, i, shards, prefix=f"jobs/{job.job_id}/samples")
+        sample = stylegan_pb2.SampleRequest(
+            seed_range=stylegan_pb2.SeedRange(start=spec.seed + i * size, count=min(size, n - i * size)),
+            latent_distribution=spec.latent_distribution,
+            noise_mode=stylegan_pb2.NOISE_MODE_CONST,
+            meta=meta,
+        )
+        if spec.HasField("truncation_psi"):
+            sample.truncation_psi = spec.truncation_psi
+        tasks.append(_task(meta, sample))
+    return tasks
+
+
+def _fold_sample(
+    job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: stylegan_pb2.SampleResponse, meta: common_pb2.TaskMeta
+) -> list[common_pb2.ImageRef]:
+    status.images_total += len(r.samples)
+    if meta.shard_index == 0:
+        # Shard 0 holds the lowest seeds: a preview that does not depend on arrival order, and
+        # the best sample when ranking is skipped. Its provenance stands for every shard's (same
+        # model and parameters); the seed lists are in the manifest.
+        status.images.extend(s.image for s in r.samples[:MAX_STAGE_IMAGES])
+        provenance = job.provenance.add()
+        provenance.CopyFrom(r.provenance)
+        provenance.ClearField("seeds")
+    return [r.samples[-1].image] if r.samples else []
+
+
+def _sample_manifest(r: stylegan_pb2.SampleResponse, meta: common_pb2.TaskMeta) -> dict[str, Any]:
+    return {
+        "images": [{"seed": s.seed, **_ref(s.image)} for s in r.samples],
+        "provenance": MessageToDict(r.provenance, preserving_proto_field_name=True),
+    }
+
+
+def _rank_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
+    meta = _meta(job, name)
+    rank = clip_pb2.RankRequest(
+        prompts=_prompts(job),
+        image_prefix=f"jobs/{job.job_id}/samples/",
+        top_k=job.spec.top_k or DEFAULT_TOP_K,
+        meta=meta,
+    )
+    return [_task(meta, rank)]
+
+
+def _fold_rank(
+    job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: clip_pb2.RankResponse, meta: common_pb2.TaskMeta
+) -> list[common_pb2.ImageRef]:
+    if not r.ranked:
+        raise StageError("rank returned no images")
+    if len(r.ranked) > MAX_TOP_K:
+        raise StageError(f"rank returned {len(r.ranked)} images, more than the {MAX_TOP_K} asked for at most")
+    job.best_sample.CopyFrom(r.ranked[0].image)
+    status.images.extend(x.image for x in r.ranked)
+    status.images_total += len(r.ranked)
+    job.provenance.append(r.provenance)
+    return [r.ranked[0].image]
+
+
+def _rank_manifest(r: clip_pb2.RankResponse, meta: common_pb2.TaskMeta) -> dict[str, Any]:
+    return {
+        "scored": r.total,
+        "ranked": [
+            {"rank": i, "score": x.score, "index": x.index, **_ref(x.image)} for i, x in enumerate(r.ranked)
+        ],
+        "provenance": MessageToDict(r.provenance, preserving_proto_field_name=True),
+    }
+
+
+def _prompts_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
+    meta = _meta(job, name)
+    count = job.spec.collection_size or 1
+    return [_task(meta, text_pb2.PromptsRequest(count=count, seed=job.spec.seed, meta=meta))]
+
+
+def _fold_prompts(
+    job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: text_pb2.PromptsResponse, meta: common_pb2.TaskMeta
+) -> list[common_pb2.ImageRef]:
+    if job.spec.collection_size:
+        if len(r.prompts) != job.spec.collection_size:
+            raise StageError(f"asked for {job.spec.collection_size} prompts, got {len(r.prompts)}")
+        job.children.extend(job_id_for_key(key) for key, _ in child_specs(job, r))
+    else:
+        if not r.prompts:
+            raise StageError("the text service wrote no prompt")
+        chosen = r.prompts[0]
+        job.prompt = chosen.text
+        if chosen.person and not job.spec.description:
+            job.description = _description(chosen)
+    job.provenance.append(r.provenance)
+    return []
+
+
+def _refine_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
+    meta = _meta(job, name)
+    refine = vqgan_pb2.RefineRequest(
+        init_image=job.best_sample, prompts=_prompts(job), params=job.spec.refine, meta=meta
+    )
+    return [_task(meta, refine)]
+
+
+def _fold_refine(
+    job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: vqgan_pb2.RefineResponse, meta: common_pb2.TaskMeta
+) -> list[common_pb2.ImageRef]:
+    job.refined_image.CopyFrom(r.final_image)
+    job.provenance.append(r.provenance)
+    return [r.final_image]
+
+
+def _finish_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
+    meta = _meta(job, name, prefix=f"jobs/{job.job_id}/final")
+    source = job.refined_image if job.refined_image.ByteSize() else job.best_sample
+    return [_task(meta, upscale_pb2.FinishRequest(image=source, params=job.spec.finish, meta=meta))]
+
+
+def _fold_finish(
+    job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: upscale_pb2.FinishResponse, meta: common_pb2.TaskMeta
+) -> list[common_pb2.ImageRef]:
+    job.final_image.CopyFrom(r.image)
+    status.images.append(r.image)
+    status.images_total += 1
+    job.provenance.append(r.provenance)
+    return [r.image]
+
+
+def _name_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
+    meta = _meta(job, name)
+    return [_task(meta, text_pb2.NameRequest(description=job.description, seed=job.spec.seed, meta=meta))]
+
+
+def _fold_name(
+    job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: text_pb2.NameResponse, meta: common_pb2.TaskMeta
+) -> list[common_pb2.ImageRef]:
+    job.first_name, job.last_name = r.first_name, r.last_name
+    job.provenance.append(r.provenance)
+    return []
+
+
+def _backstory_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
+    meta = _meta(job, name)
+    full = f"{job.first_name} {job.last_name}".strip()
+    request = text_pb2.BackstoryRequest(name=full, description=job.description, seed=job.spec.seed, meta=meta)
+    return [_task(meta, request)]
+
+
+def _fold_backstory(
+    job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: text_pb2.BackstoryResponse, meta: common_pb2.TaskMeta
+) -> list[common_pb2.ImageRef]:
+    job.backstory = r.backstory
+    job.provenance.append(r.provenance)
+    return []
+
+
+def _mint_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
+    meta = _meta(job, name)
+    person = f"{job.first_name} {job.last_name}".strip()
+    title = f"{job.prompt} — {person}" if person else job.prompt
+    request = mint_pb2.MintRequest(
+        idempotency_key=job.job_id,
+        title=title,
+        description=job.backstory,
+        image=job.final_image,
+        recipient=job.spec.recipient,
+        attributes=[mint_pb2.Attribute(trait_type="prompt", value=job.prompt)],
+        meta=meta,
+    )
+    return [_task(meta, request)]
+
+
+def _fold_mint(
+    job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: mint_pb2.MintResponse, meta: common_pb2.TaskMeta
+) -> list[common_pb2.ImageRef]:
+    job.token.CopyFrom(r)
+    job.provenance.append(r.provenance)
+    return []
+
+
+# A result folder: (job, its status for the stage, the result payload, the task) -> images to show.
+Fold = Callable[[jobs_pb2.Job, jobs_pb2.StageStatus, Any, common_pb2.TaskMeta], Sequence[common_pb2.ImageRef]]
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """How the coordinator runs one stage."""
+
+    stage: int  # jobs_pb2.Stage
+    task: Stage  # NATS stage (subject ganfolk.tasks.<task>)
+    # Share of the job's overall progress.
+    weight: int
+    # The StageResult payload field a task of the stage answers with.
+    result: str
+    requests: Callable[[jobs_pb2.Job, Stage], list[Task]]
+    fold: Fold
+    # The task's manifest object (JSON-ready), for results that list many images.
+    manifest: Callable[[Any, common_pb2.TaskMeta], dict[str, Any]] | None = None
+
+    @property
+    def service(self) -> str:
+        """The service whose workers run the stage (from the catalog)."""
+        return service_for(self.task)
+
+
+STAGES: dict[int, StageDef] = {
+    d.stage: d
+    for d in (
+        StageDef(S.STAGE_PROMPT, Stage.PROMPTS, 5, "prompts", _prompts_requests, _fold_prompts),
+        StageDef(
+            S.STAGE_SAMPLE, Stage.SAMPLE, 35, "sample", _sample_requests, _fold_sample, _sample_manifest
+        ),
+        StageDef(S.STAGE_RANK, Stage.RANK, 10, "rank", _rank_requests, _fold_rank, _rank_manifest),
+        StageDef(S.STAGE_REFINE, Stage.REFINE, 25, "refine", _refine_requests, _fold_refine),
+        StageDef(S.STAGE_FINISH, Stage.FINISH, 10, "finish", _finish_requests, _fold_finish),
+        StageDef(S.STAGE_NAME, Stage.NAME, 5, "name", _name_requests, _fold_name),
+        StageDef(S.STAGE_BACKSTORY, Stage.BACKSTORY, 5, "backstory", _backstory_requests, _fold_backstory),
+        StageDef(S.STAGE_MINT, Stage.MINT, 5, "mint", _mint_requests, _fold_mint),
+    )
+}
+BY_TASK: dict[str, StageDef] = {d.task.value: d for d in STAGES.values()}
+# Share of overall progress per stage (sums to 100); review is a person's, not a task's.
+WEIGHT: dict[int, int] = {**{d.stage: d.weight for d in STAGES.values()}, S.STAGE_REVIEW: 0}
+
+
 def stage_tasks(job: jobs_pb2.Job, stage: int) -> list[Task]:
     """Every task of a stage (deterministic ids: re-publishing is de-duplicated by JetStream)."""
-    spec = job.spec
-    name = STAGE_TASK[stage]
-    if stage == S.STAGE_PROMPT:
-        meta = _meta(job, name)
-        count = spec.collection_size or 1
-        return [_task(meta, text_pb2.PromptsRequest(count=count, seed=spec.seed, meta=meta))]
-    if stage == S.STAGE_SAMPLE:
-        n = spec.num_samples or DEFAULT_SAMPLES
-        size = spec.sample_task_size or DEFAULT_TASK_SIZE
-        shards = math.ceil(n / size)
-        tasks = []
-        for i in range(shards):
-            meta = _meta(job, name, i, shards, prefix=f"jobs/{job.job_id}/samples")
-            sample = stylegan_pb2.SampleRequest(
-                seed_range=stylegan_pb2.SeedRange(start=spec.seed + i * size, count=min(size, n - i * size)),
-                latent_distribution=spec.latent_distribution,
-                noise_mode=stylegan_pb2.NOISE_MODE_CONST,
-                meta=meta,
-            )
-            if spec.HasField("truncation_psi"):
-                sample.truncation_psi = spec.truncation_psi
-            tasks.append(_task(meta, sample))
-        return tasks
-    if stage == S.STAGE_RANK:
-        meta = _meta(job, name)
-        rank = clip_pb2.RankRequest(
-            prompts=_prompts(job),
-            image_prefix=f"jobs/{job.job_id}/samples/",
-            top_k=spec.top_k or DEFAULT_TOP_K,
-            meta=meta,
-        )
-        return [_task(meta, rank)]
-    if stage == S.STAGE_REFINE:
-        meta = _meta(job, name)
-        refine = vqgan_pb2.RefineRequest(
-            init_image=job.best_sample, prompts=_prompts(job), params=spec.refine, meta=meta
-        )
-        return [_task(meta, refine)]
-    if stage == S.STAGE_FINISH:
-        meta = _meta(job, name, prefix=f"jobs/{job.job_id}/final")
-        source = job.refined_image if job.refined_image.ByteSize() else job.best_sample
-        return [_task(meta, upscale_pb2.FinishRequest(image=source, params=spec.finish, meta=meta))]
-    if stage == S.STAGE_NAME:
-        meta = _meta(job, name)
-        return [_task(meta, text_pb2.NameRequest(description=job.description, seed=spec.seed, meta=meta))]
-    if stage == S.STAGE_BACKSTORY:
-        meta = _meta(job, name)
-        full = f"{job.first_name} {job.last_name}".strip()
-        backstory = text_pb2.BackstoryRequest(
-            name=full, description=job.description, seed=spec.seed, meta=meta
-        )
-        return [_task(meta, backstory)]
-    if stage == S.STAGE_MINT:
-        meta = _meta(job, name)
-        person = f"{job.first_name} {job.last_name}".strip()
-        title = f"{job.prompt} — {person}" if person else job.prompt
-        request = mint_pb2.MintRequest(
-            idempotency_key=job.job_id,
-            title=title,
-            description=job.backstory,
-            image=job.final_image,
-            recipient=spec.recipient,
-            attributes=[mint_pb2.Attribute(trait_type="prompt", value=job.prompt)],
-            meta=meta,
-        )
-        return [_task(meta, request)]
-    raise ValueError(f"stage {stage} has no tasks")
+    d = STAGES[stage]
+    return d.requests(job, d.task)
+
+
+def manifest_record(event: events_pb2.StageEvent) -> tuple[str, dict[str, Any]] | None:
+    """(key, JSON-ready content) of the manifest object a result event calls for, if any.
+
+    The content depends only on the event, so writing it again for a redelivered event
+    leaves the same object.
+    """
+    d = BY_TASK.get(event.meta.stage)
+    if d is None or d.manifest is None or event.WhichOneof("outcome") != "result":
+        return None
+    if event.result.WhichOneof("payload") != d.result:
+        return None
+    record = {
+        "job_id": event.meta.job_id,
+        "stage": d.task.value,
+        "task_id": event.meta.task_id,
+        "shard_index": event.meta.shard_index,
+        **d.manifest(getattr(event.result, d.result), event.meta),
+    }
+    return manifest_key(event.meta), record
+
+
+def _on_result(
+    job: jobs_pb2.Job, d: StageDef, status: jobs_pb2.StageStatus, event: events_pb2.StageEvent
+) -> Sequence[common_pb2.ImageRef]:
+    payload = event.result.WhichOneof("payload")
+    if payload != d.result:
+        raise StageError(f"unexpected {payload} result for stage {S.Stage.Name(d.stage)}")
+    return d.fold(job, status, getattr(event.result, d.result), event.meta)
 
 
 def _start(job: jobs_pb2.Job, stage: int, out: Advance) -> None:
@@ -274,6 +481,9 @@ def _start(job: jobs_pb2.Job, stage: int, out: Advance) -> None:
     status.started_at.CopyFrom(now())
     tasks = stage_tasks(job, stage)
     status.tasks_total = len(tasks)
+    d = STAGES[stage]
+    if d.manifest is not None:
+        status.manifest_prefix = manifest_prefix(job.job_id, d.task)
     out.new.extend(tasks)
 
 
@@ -287,7 +497,7 @@ def _skip(job: jobs_pb2.Job, stage: int, reason: str) -> None:
 
 
 def random_weights_reason(stage: int, services: dict[str, info_pb2.GetInfoResponse]) -> str:
-    service = STAGE_SERVICE[stage]
+    service = STAGES[stage].service
     info = services.get(service)
     if info is not None and info.random_weights:
         return f"{service} service runs with random weights; skipped (force_stages runs it)"
@@ -330,7 +540,7 @@ def advance(job: jobs_pb2.Job, services: dict[str, info_pb2.GetInfoResponse] | N
             reason = "" if job.spec.force_stages else random_weights_reason(stage, services)
             if reason:
                 _skip(job, stage, reason)
-                if stage == S.STAGE_RANK:  # without ranking, the first sample is the best
+                if stage == S.STAGE_RANK:  # without ranking, the lowest seed's sample is the best
                     job.best_sample.CopyFrom(stage_status(job, S.STAGE_SAMPLE).images[0])
             else:
                 _start(job, stage, out)
@@ -353,7 +563,7 @@ def advance(job: jobs_pb2.Job, services: dict[str, info_pb2.GetInfoResponse] | N
                 job.state = S.JOB_STATE_SUCCEEDED
     _refresh(job)
     for status in job.stages:
-        if status.state == S.JOB_STATE_RUNNING and status.stage in STAGE_TASK:
+        if status.state == S.JOB_STATE_RUNNING and status.stage in STAGES:
             out.inflight.extend(
                 t for t in stage_tasks(job, status.stage) if t.task_id not in status.tasks_done
             )
@@ -375,56 +585,6 @@ def _finish_stage(status: jobs_pb2.StageStatus) -> None:
     status.finished_at.CopyFrom(now())
 
 
-def _on_result(
-    job: jobs_pb2.Job, stage: int, status: jobs_pb2.StageStatus, result: events_pb2.StageResult
-) -> None:
-    payload = result.WhichOneof("payload")
-    if payload == "prompts" and stage == S.STAGE_PROMPT and job.spec.collection_size:
-        if len(result.prompts.prompts) != job.spec.collection_size:
-            raise StageError(
-                f"asked for {job.spec.collection_size} prompts, got {len(result.prompts.prompts)}"
-            )
-        job.children.extend(job_id_for_key(key) for key, _ in child_specs(job, result.prompts))
-        job.provenance.append(result.prompts.provenance)
-    elif payload == "prompts" and stage == S.STAGE_PROMPT:
-        chosen = result.prompts.prompts[0]
-        job.prompt = chosen.text
-        if chosen.person and not job.spec.description:
-            article = "an" if chosen.adjective[:1].lower() in "aeiou" else "a"
-            job.description = f"{article} {chosen.adjective} {chosen.nationality} {chosen.person}".replace(
-                "  ", " "
-            )
-        job.provenance.append(result.prompts.provenance)
-    elif payload == "sample":
-        status.images.extend(s.image for s in result.sample.samples)
-        job.provenance.append(result.sample.provenance)
-    elif payload == "rank":
-        ranked = result.rank.ranked
-        if not ranked:
-            raise StageError("rank returned no images")
-        job.best_sample.CopyFrom(ranked[0].image)
-        status.images.extend(r.image for r in ranked)
-        job.provenance.append(result.rank.provenance)
-    elif payload == "refine":
-        job.refined_image.CopyFrom(result.refine.final_image)
-        job.provenance.append(result.refine.provenance)
-    elif payload == "finish":
-        job.final_image.CopyFrom(result.finish.image)
-        status.images.append(result.finish.image)
-        job.provenance.append(result.finish.provenance)
-    elif payload == "name":
-        job.first_name, job.last_name = result.name.first_name, result.name.last_name
-        job.provenance.append(result.name.provenance)
-    elif payload == "backstory":
-        job.backstory = result.backstory.backstory
-        job.provenance.append(result.backstory.provenance)
-    elif payload == "mint":
-        job.token.CopyFrom(result.mint)
-        job.provenance.append(result.mint.provenance)
-    else:
-        raise StageError(f"unexpected {payload} result for stage {S.Stage.Name(stage)}")
-
-
 class StageError(RuntimeError):
     """An event that makes the job fail (bad result, permanent task failure)."""
 
@@ -434,19 +594,23 @@ def apply_event(job: jobs_pb2.Job, event: events_pb2.StageEvent) -> jobs_pb2.Job
 
     Results of a task already recorded are ignored, so a redelivered event is harmless.
     """
-    stage = TASK_STAGE.get(event.meta.stage)
-    if stage is None or job.state in TERMINAL:
+    d = BY_TASK.get(event.meta.stage)
+    if d is None or job.state in TERMINAL:
         return None
-    status = stage_status(job, stage)
-    task_id = event.meta.task_id
+    stage = d.stage
     outcome = event.WhichOneof("outcome")
     shown = jobs_pb2.JobEvent(stage=stage, time=event.time)  # type: ignore[arg-type]
     if outcome == "progress":
-        span = 100.0 / max(status.tasks_total, 1)
-        shown.percent = min(100.0, len(status.tasks_done) * span + event.progress.percent * span / 100)
+        # Reads the job only: the engine may pass the copy it keeps for progress snapshots.
+        seen = next((s for s in job.stages if s.stage == stage), None)
+        total, finished = (seen.tasks_total, len(seen.tasks_done)) if seen else (1, 0)
+        span = 100.0 / max(total, 1)
+        shown.percent = min(100.0, finished * span + event.progress.percent * span / 100)
         shown.message = event.progress.message
         shown.images.extend(event.progress.images)
         return shown
+    status = stage_status(job, stage)
+    task_id = event.meta.task_id
     if task_id in status.tasks_done:
         return None
     if outcome == "failure":
@@ -460,7 +624,7 @@ def apply_event(job: jobs_pb2.Job, event: events_pb2.StageEvent) -> jobs_pb2.Job
         return shown
     if outcome == "result":
         try:
-            _on_result(job, stage, status, event.result)
+            images = _on_result(job, d, status, event)
         except StageError as exc:
             fail(job, stage, str(exc))
             shown.message = f"failed: {exc}"
@@ -473,7 +637,7 @@ def apply_event(job: jobs_pb2.Job, event: events_pb2.StageEvent) -> jobs_pb2.Job
         shown.percent = status.percent
         label = S.Stage.Name(stage).removeprefix("STAGE_").lower()
         shown.message = f"{label} task {len(status.tasks_done)}/{status.tasks_total} done"
-        shown.images.extend(list(status.images)[-1:])
+        shown.images.extend(images[-1:])
         return shown
     return None
 

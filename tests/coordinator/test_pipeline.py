@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.v1 import (
     clip_pb2,
     common_pb2,
@@ -24,7 +25,8 @@ def new_job(**spec: object) -> jobs_pb2.Job:
 
 
 def result(task: pipeline.Task, **payload: object) -> events_pb2.StageEvent:
-    meta = common_pb2.TaskMeta(job_id="job-1", task_id=task.task_id, stage=task.stage)
+    shard = int(task.task_id.rsplit(".", 1)[1])
+    meta = common_pb2.TaskMeta(job_id="job-1", task_id=task.task_id, stage=task.stage, shard_index=shard)
     return events_pb2.StageEvent(meta=meta, attempt=1, result=events_pb2.StageResult(**payload))  # type: ignore[arg-type]
 
 
@@ -70,7 +72,10 @@ def test_fan_in_then_rank_and_duplicate_results_ignored() -> None:
     assert [t.stage for t in step.new] == ["rank"]
     rank = clip_pb2.RankRequest.FromString(step.new[0].payload)
     assert rank.image_prefix == "jobs/job-1/samples/" and rank.prompts[0].text.startswith("oil painting")
-    assert len(pipeline.stage_status(job, S.STAGE_SAMPLE).images) == 2
+    sample = pipeline.stage_status(job, S.STAGE_SAMPLE)
+    assert sample.images_total == 2
+    assert [i.uri for i in sample.images] == [img("a").uri]  # shard 0's, whatever the arrival order
+    assert sample.manifest_prefix == "jobs/job-1/manifest/sample/"
 
 
 def test_random_weight_services_are_skipped_and_recorded() -> None:
@@ -149,13 +154,16 @@ def test_spec_validation_messages() -> None:
     import pytest
 
     for spec, message in (
+        (jobs_pb2.JobSpec(num_samples=10_000, sample_task_size=10), "set sample_task_size to at least 40"),
+        (jobs_pb2.JobSpec(sample_task_size=5000), "sample_task_size 5000 is over the limit of 1000"),
+        (jobs_pb2.JobSpec(num_samples=1000, top_k=500), "top_k 500 is over the limit of 100"),
         (jobs_pb2.JobSpec(prompt="x" * 600), "under 500"),
         (jobs_pb2.JobSpec(num_samples=10, top_k=20), "top_k 20 is larger"),
         (jobs_pb2.JobSpec(recipient="0x123"), "not a 0x-prefixed"),
         (jobs_pb2.JobSpec(truncation_psi=2.0), "truncation_psi"),
         (jobs_pb2.JobSpec(num_samples=1_000_000), "over the limit"),
     ):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(InvalidArgument, match=message):
             pipeline.validate_spec(spec)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,11 @@ async def test_sample_fanout_then_waits_for_rank_and_cancel(
         sample = next(s for s in job.stages if s.stage == S.STAGE_SAMPLE)
         assert sample.state == S.JOB_STATE_SUCCEEDED and sample.tasks_total == 2
         assert sorted(sample.tasks_done) == [f"{job_id}.sample.0", f"{job_id}.sample.1"]
-        assert len(sample.images) == 6
-        assert len({i.uri for i in sample.images}) == 6
+        assert sample.images_total == 6 and len(sample.images) == 4  # shard 0's; the rest in the manifest
+        manifests = sorted((tmp_path / "objects" / sample.manifest_prefix).glob("*.json"))
+        assert [m.name for m in manifests] == [f"{job_id}.sample.0.json", f"{job_id}.sample.1.json"]
+        listed_seeds = [i["seed"] for m in manifests for i in json.loads(m.read_text())["images"]]
+        assert listed_seeds == list(range(11, 17))
         listed = await stub.List(jobs_pb2.ListRequest(page_size=100))
         assert job_id in [j.job_id for j in listed.jobs]
 
