@@ -213,6 +213,31 @@ def _jobs(args: argparse.Namespace) -> int:
         return 1
 
 
+def _models(args: argparse.Namespace) -> int:
+    """`ganfolk models list|pull`: public checkpoints, fetched only when a person asks."""
+    from ganfolk.weights.commands import list_models, pull_models
+    from ganfolk.weights.download import DownloadError
+    from ganfolk.weights.manifest import ManifestError
+
+    try:
+        if args.action == "list":
+            return list_models(args.manifest)
+        return pull_models(
+            args.names,
+            manifest=args.manifest,
+            store_url=args.store_url,
+            state_dir=args.state_dir,
+            timeout=args.timeout,
+            attempts=args.attempts,
+            progress=not args.no_progress,
+            force=args.force,
+        )
+    except (ManifestError, DownloadError, KeyError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"ganfolk models {args.action}: {message}", file=sys.stderr)
+        return 1
+
+
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=0, help="StyleGAN samples to draw (default 1000)")
     p.add_argument("--task-size", type=int, default=0, help="samples per sample task (default 100)")
@@ -283,6 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
     for a in actions.choices.values():
         _add_client_args(a)
     jobs.set_defaults(func=_jobs)
+
+    models = sub.add_parser("models", help="public checkpoints: list them, or pull them (needs internet)")
+    model_actions = models.add_subparsers(dest="action", required=True)
+    model_list = model_actions.add_parser("list", help="the manifest: names, sources, sizes, licences")
+    model_pull = model_actions.add_parser(
+        "pull", help="download, verify and store checkpoints under models/, print their settings"
+    )
+    model_pull.add_argument("names", nargs="*", help="models to pull (default: every one in the manifest)")
+    model_pull.add_argument(
+        "--store-url", help="object store (GANFOLK_STORE_URL; default <state-dir>/objects)"
+    )
+    model_pull.add_argument("--state-dir", help="state directory (GANFOLK_STATE_DIR, default .state)")
+    model_pull.add_argument("--timeout", type=float, default=30.0, help="seconds a connect or read may stall")
+    model_pull.add_argument("--attempts", type=int, default=5, help="tries per file, each resuming the last")
+    model_pull.add_argument("--force", action="store_true", help="download even when the store has the file")
+    model_pull.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for a in (model_list, model_pull):
+        a.add_argument("--manifest", help="a manifest in models.toml's format (default: the shipped one)")
+    models.set_defaults(func=_models)
 
     for name, func, text in (
         ("up", _up, "start nats-server, the object store and services in the background"),
