@@ -14,7 +14,7 @@ import grpc
 
 from ganfolk.runtime import catalog
 from ganfolk.runtime.service import load_definition, run_service, service_settings
-from ganfolk.runtime.settings import ConfigError, Settings, load_settings
+from ganfolk.runtime.settings import ConfigError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -116,7 +116,6 @@ async def _watch_until_done(client: Any, job_id: str) -> Any:
 
 def _portrait(args: argparse.Namespace) -> int:
     from ganfolk.client import download_outputs
-    from ganfolk.runtime.storage import open_store
     from ganfolk.v1 import jobs_pb2
 
     async def run() -> int:
@@ -129,13 +128,12 @@ def _portrait(args: argparse.Namespace) -> int:
             for child in job.children:  # a collection: one portrait job per written prompt
                 print(f"\nportrait job {child}", flush=True)
                 portraits.append(await _watch_until_done(client, child))
-        settings: Settings = load_settings(Settings)
-        store = open_store(settings.store_url, **settings.store_credentials())
-        ok = True
-        for portrait in portraits[1:] if job.children else portraits:
-            written = download_outputs(portrait, store, Path(args.out) / portrait.job_id)
-            _summary(portrait, written)
-            ok &= portrait.state == jobs_pb2.JOB_STATE_SUCCEEDED
+            ok = True
+            # Outputs come through the coordinator (GetOutputs): no store credentials here.
+            for portrait in portraits[1:] if job.children else portraits:
+                written = await download_outputs(client, portrait, Path(args.out) / portrait.job_id)
+                _summary(portrait, written)
+                ok &= portrait.state == jobs_pb2.JOB_STATE_SUCCEEDED
         return 0 if ok and job.state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
 
     return asyncio.run(run())
@@ -178,7 +176,13 @@ def _jobs(args: argparse.Namespace) -> int:
                 reply = await client.submit(_spec(args), args.idempotency_key or "")
                 print(MessageToJson(reply, preserving_proto_field_name=True))
             elif args.action == "get":
-                print(MessageToJson(await client.get(args.job_id), preserving_proto_field_name=True))
+                job = await client.get(args.job_id)
+                print(MessageToJson(job, preserving_proto_field_name=True))
+                if args.out:
+                    from ganfolk.client import download_outputs
+
+                    for name, path in (await download_outputs(client, job, Path(args.out) / job.job_id)).items():
+                        print(f"{name + ':':<12}{path}", file=sys.stderr)
             elif args.action == "list":
                 state = jobs_pb2.JobState.Value(f"JOB_STATE_{args.state.upper()}") if args.state else 0
                 for job in await client.list(state):
@@ -295,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("get", "watch", "cancel", "review"):
         a = actions.add_parser(action)
         a.add_argument("job_id")
+        if action == "get":
+            a.add_argument("--out", help="also download the job's outputs into OUT/<job_id>")
         if action == "cancel":
             a.add_argument("--reason")
         if action == "review":
