@@ -14,7 +14,7 @@ import grpc
 
 from ganfolk.runtime import catalog
 from ganfolk.runtime.service import load_definition, run_service, service_settings
-from ganfolk.runtime.settings import ConfigError, load_settings
+from ganfolk.runtime.settings import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -181,7 +181,8 @@ def _jobs(args: argparse.Namespace) -> int:
                 if args.out:
                     from ganfolk.client import download_outputs
 
-                    for name, path in (await download_outputs(client, job, Path(args.out) / job.job_id)).items():
+                    written = await download_outputs(client, job, Path(args.out) / job.job_id)
+                    for name, path in written.items():
                         print(f"{name + ':':<12}{path}", file=sys.stderr)
             elif args.action == "list":
                 state = jobs_pb2.JobState.Value(f"JOB_STATE_{args.state.upper()}") if args.state else 0

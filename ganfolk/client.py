@@ -4,11 +4,19 @@ async with JobsClient("127.0.0.1:50051") as client:
     job = (await client.submit(jobs_pb2.JobSpec(prompt="charcoal sketch of a shy Irish girl"))).job
     async for update in client.watch(job.job_id):
         print(update.job.percent, update.event.message)
+    await download_outputs(client, job, Path("portraits") / job.job_id)
+
+Everything goes through the coordinator: outputs come as presigned URLs or streamed bytes
+(GetOutputs), so a client needs the coordinator's address and token, never store credentials.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -18,12 +26,11 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from ganfolk.runtime.grpc_server import channel_options
-from ganfolk.runtime.storage import ObjectStore
-from ganfolk.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
+from ganfolk.v1 import jobs_pb2, jobs_pb2_grpc
 
 
 class JobsClient:
-    """Submit, Get, List, Watch, Cancel and Review over gRPC (optional bearer token and TLS)."""
+    """The jobs API over gRPC (optional bearer token and TLS)."""
 
     def __init__(
         self,
@@ -80,6 +87,12 @@ class JobsClient:
     async def review(self, request: jobs_pb2.ReviewRequest) -> jobs_pb2.Job:
         return (await self.stub.Review(request, metadata=self.metadata)).job
 
+    async def outputs(self, job_id: str, stream: bool = False) -> AsyncIterator[jobs_pb2.GetOutputsResponse]:
+        """The job's outputs as GetOutputs sends them: URLs, or chunks with ``stream``."""
+        request = jobs_pb2.GetOutputsRequest(job_id=job_id, stream=stream)
+        async for part in self.stub.GetOutputs(request, metadata=self.metadata):
+            yield part
+
 
 def job_json(job: jobs_pb2.Job) -> dict[str, Any]:
     """The job as JSON-ready data, without inline image bytes."""
@@ -87,30 +100,66 @@ def job_json(job: jobs_pb2.Job) -> dict[str, Any]:
     return data
 
 
-def download_outputs(job: jobs_pb2.Job, store: ObjectStore, out: Path) -> dict[str, str]:
-    """Write the final image, intermediates and metadata of a finished job to ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+class OutputError(RuntimeError):
+    """An output could not be downloaded intact."""
+
+
+def _fetch(url: str, timeout: float = 60.0) -> bytes:
+    if not url.startswith(("http://", "https://")):
+        raise OutputError(f"refusing to fetch {url[:40]!r}: not an http(s) URL")
+    with urllib.request.urlopen(url, timeout=timeout) as reply:
+        return bytes(reply.read())
+
+
+def _safe_name(filename: str) -> str:
+    # The name comes from the server: never let it leave the output folder.
+    name = Path(filename).name
+    if not name or name in (".", "..") or name != filename:
+        raise OutputError(f"refusing output file name {filename!r}")
+    return name
+
+
+def _check(part: jobs_pb2.GetOutputsResponse, data: bytes) -> None:
+    if len(data) != part.size or (part.sha256 and hashlib.sha256(data).hexdigest() != part.sha256):
+        raise OutputError(f"{part.name}: got {len(data):,} bytes that do not match its size/sha256")
+
+
+async def _download(client: JobsClient, job_id: str, out: Path, stream: bool) -> dict[str, str]:
     written: dict[str, str] = {}
-
-    def save(name: str, ref: common_pb2.ImageRef) -> None:
-        if ref.WhichOneof("source") == "uri":
-            data = store.get_uri(ref.uri, ref.sha256 or None)
-        elif ref.WhichOneof("source") == "inline_data":
-            data = ref.inline_data
+    pending: dict[str, bytearray] = {}
+    async for part in client.outputs(job_id, stream):
+        path = out / _safe_name(part.filename)
+        if part.WhichOneof("content") == "url":
+            data = await asyncio.to_thread(_fetch, part.url)
         else:
-            return
-        path = out / f"{name}.png"
-        path.write_bytes(data)
-        written[name] = str(path)
+            buffer = pending.setdefault(part.name, bytearray())
+            if part.offset != len(buffer):
+                raise OutputError(f"{part.name}: chunk at {part.offset:,}, expected {len(buffer):,}")
+            buffer.extend(part.chunk)
+            if len(buffer) < part.size:
+                continue
+            data = bytes(pending.pop(part.name))
+        _check(part, data)
+        await asyncio.to_thread(path.write_bytes, data)
+        written[part.name] = str(path)
+    if pending:
+        raise OutputError(f"the stream ended inside {', '.join(pending)}")
+    return written
 
-    save("final", job.final_image)
-    save("refined", job.refined_image)
-    save("best_sample", job.best_sample)
-    for status in job.stages:
-        if status.stage == jobs_pb2.STAGE_RANK:
-            for i, ref in enumerate(status.images[:16]):
-                save(f"ranked_{i:02d}", ref)
+
+async def download_outputs(client: JobsClient, job: jobs_pb2.Job, out: Path) -> dict[str, str]:
+    """Write a job's images, manifest and ``job.json`` to ``out`` through the coordinator.
+
+    Presigned URLs are fetched directly from the store; when the store is not reachable
+    from here (a URL signed for an in-cluster host name), the bytes are asked for again
+    through the coordinator's stream.
+    """
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    try:
+        written = await _download(client, job.job_id, out, stream=False)
+    except (urllib.error.URLError, OSError, OutputError):
+        written = await _download(client, job.job_id, out, stream=True)
     meta = out / "job.json"
-    meta.write_text(json.dumps(job_json(job), indent=2))
+    await asyncio.to_thread(meta.write_text, json.dumps(job_json(job), indent=2))
     written["metadata"] = str(meta)
     return written
