@@ -3,7 +3,9 @@ resolve inside the repository, and Makefile targets that exist."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 import re
 from pathlib import Path
 
@@ -76,6 +78,33 @@ def anchors(page: Path) -> set[str]:
     return {github_slug(h) for h in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", text, flags=re.M)}
 
 
+@functools.cache
+def repo_paths() -> frozenset[str]:
+    """Every file and folder of the checkout, relative, without tool and dependency folders."""
+    skip = {".git", ".venv", "node_modules", ".state", "__pycache__", ".mypy_cache", ".ruff_cache"}
+    found: set[str] = set()
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in skip]
+        rel = Path(root).relative_to(REPO)
+        found |= {(rel / name).as_posix() for name in [*dirs, *files]}
+    return frozenset(found)
+
+
+def climbing_paths(text: str, folder: Path) -> list[str]:
+    """Paths written with '../' anywhere in a page in ``folder``, code included, that leave the
+    repository from there and name nothing inside it from any other folder either."""
+    outside = []
+    for mention in re.findall(r"(?<![\w./-])((?:\.\./)+[\w.-][\w./-]*)", text):
+        if (folder / mention).resolve().is_relative_to(REPO):
+            continue
+        # Overlays quote paths relative to their own folder (../../components/...): fine when
+        # the tail exists somewhere in the repository.
+        tail = re.sub(r"^(\.\./)+", "", mention).rstrip("/.")
+        if not any(p == tail or p.endswith("/" + tail) for p in repo_paths()):
+            outside.append(mention)
+    return outside
+
+
 def links(page: Path) -> list[str]:
     text = re.sub(r"`[^`\n]*`", "", without_code_blocks(page.read_text()))
     return re.findall(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", text)
@@ -115,8 +144,8 @@ def test_documented_variables_are_read_somewhere(page: Path) -> None:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_pages_link_only_inside_the_repository(page: Path) -> None:
-    text = page.read_text()
-    assert "../shared" not in text, f"{page.relative_to(REPO)} points outside the repository"
+    outside = climbing_paths(page.read_text(), page.parent)
+    assert not outside, f"{page.relative_to(REPO)} points outside the repository: {outside}"
     broken = []
     for target in links(page):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto:, ...
@@ -128,6 +157,13 @@ def test_pages_link_only_inside_the_repository(page: Path) -> None:
         elif fragment and resolved.suffix == ".md" and fragment not in anchors(resolved):
             broken.append(target)
     assert not broken, f"{page.relative_to(REPO)}: broken links {broken}"
+
+
+def test_paths_outside_the_repository_are_caught() -> None:
+    text = (
+        "`../../sibling/BRIEF.md`, [x](../../sibling/golden/), `../../components/hpa-cpu`, [r](../README.md)"
+    )
+    assert climbing_paths(text, REPO / "docs") == ["../../sibling/BRIEF.md", "../../sibling/golden/"]
 
 
 def test_link_checker_sees_links() -> None:
