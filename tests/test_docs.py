@@ -69,7 +69,7 @@ def without_code_blocks(text: str) -> str:
 
 def github_slug(heading: str) -> str:
     # The anchor GitHub and GitLab give a heading: lower case, punctuation dropped, spaces to '-'.
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[`*]", "", heading.strip().lower())
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
@@ -177,6 +177,7 @@ def test_slugs_match_the_code_hosts() -> None:
         "the-command-line-scripts-and-deployment-files"
     )
     assert github_slug("`make demo`: what runs") == "make-demo-what-runs"
+    assert github_slug("GANFOLK_STATE_DIR and friends") == "ganfolk_state_dir-and-friends"
 
 
 # ------------------------------------------------------------------------------------- Makefile
