@@ -61,7 +61,7 @@ async def test_portrait_job_through_every_service(
         "STAGE_MINT",
     }
     assert all(s.state == S.JOB_STATE_SUCCEEDED and not s.skipped for s in stages.values())
-    assert stages["STAGE_SAMPLE"].tasks_total == 2 and len(stages["STAGE_SAMPLE"].images) == 8
+    assert stages["STAGE_SAMPLE"].tasks_total == 2 and stages["STAGE_SAMPLE"].images_total == 8
     assert len(stages["STAGE_RANK"].images) == 3
     store = open_store(store_dir)
     final = decode_array(store.get_uri(job.final_image.uri, job.final_image.sha256), 10**7)
