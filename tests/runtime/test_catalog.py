@@ -52,7 +52,7 @@ def test_every_stage_the_coordinator_dispatches_has_a_handler() -> None:
     from services.coordinator import pipeline
 
     handled = {stage for name in catalog.SERVICES for stage in served_stages(name)}
-    dispatched = set(pipeline.STAGE_TASK.values())
+    dispatched = {d.task for d in pipeline.STAGES.values()}
     assert dispatched, "the coordinator dispatches no stage?"
     assert dispatched <= handled, f"no service handles {sorted(dispatched - handled)}"
 
