@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
+from ganfolk.runtime.hashing import file_sha256
 from tests.fixtures import golden
 
 LISTED = golden.listed()
@@ -32,8 +31,7 @@ def _keys_family_documented(name: str, readme: str) -> bool:
 
 @pytest.mark.parametrize("name", sorted(LISTED))
 def test_file_matches_its_sha256(name: str) -> None:
-    digest = hashlib.sha256(golden.path(name).read_bytes()).hexdigest()
-    assert digest == LISTED[name]
+    assert file_sha256(golden.path(name)) == LISTED[name]
 
 
 def test_missing_file_raises_with_its_path() -> None:

@@ -7,7 +7,6 @@ Without weights a service refuses to start unless random weights are explicitly 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from ganfolk.runtime.hashing import file_sha256
 from ganfolk.runtime.settings import ConfigError, Settings
 from ganfolk.runtime.storage import open_store
 from ganfolk.v1 import common_pb2
@@ -33,29 +33,22 @@ def resolve_device(setting: str = "auto") -> str:
     return setting
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_weights(source: str, settings: Settings, sha256: str | None = None, variable: str = "") -> Path:
     """Local path of a checkpoint given as a path, ``file://`` or ``s3://`` URI.
 
     Object-store weights are downloaded once into ``<state_dir>/weights`` and verified;
-    a local file is verified against ``sha256`` when one is given.
+    a local file is verified against ``sha256`` when one is given.  The store opened for
+    the download is closed before returning (its connection pool is not the service's).
     """
     name = f" ({variable})" if variable else ""
     if source.startswith("s3://"):
         # Weights live in the service's own store (its endpoint and credentials).
-        store = open_store(settings.store_url, **settings.store_credentials())
-        key = store.key_from_uri(source)
-        path = settings.state_dir / "weights" / key
-        if not path.exists() or (sha256 and file_sha256(path) != sha256.lower()):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            store.get_file(key, path, sha256)
+        with open_store(settings.store_url) as store:
+            key = store.key_from_uri(source)
+            path = settings.state_dir / "weights" / key
+            if not path.exists() or (sha256 and file_sha256(path) != sha256.lower()):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                store.get_file(key, path, sha256)
     else:
         path = Path(source.removeprefix("file://"))
     if not path.is_file():

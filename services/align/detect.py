@@ -19,7 +19,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ganfolk.runtime.models import file_sha256, model_ref
+from ganfolk.runtime.hashing import file_sha256
+from ganfolk.runtime.models import model_ref
 from ganfolk.runtime.settings import ConfigError
 from ganfolk.v1 import common_pb2
 

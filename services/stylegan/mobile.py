@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganfolk.runtime.models import file_sha256, model_ref
+from ganfolk.runtime.hashing import file_sha256
+from ganfolk.runtime.models import model_ref
 from ganfolk.runtime.settings import ConfigError
 from services.stylegan.core import Sample, SampleParams, Sampler
 from services.stylegan.latents import z_batch

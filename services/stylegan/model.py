@@ -13,7 +13,6 @@ and per-resolution channel widths, and can be inferred from a state dict's tenso
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import pickle
@@ -30,10 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganfolk.runtime.hashing import file_sha256
+
 __all__ = [
+    "Discriminator",
+    "DiscriminatorConfig",
     "Generator",
     "GeneratorConfig",
+    "build_discriminator",
     "build_generator",
+    "load_discriminator",
     "load_generator",
     "upfirdn2d",
 ]
@@ -42,6 +47,25 @@ _SQRT2 = math.sqrt(2.0)
 
 
 # --------------------------------------------------------------------------- config
+
+
+def _rosinality_channels(size: int, channel_multiplier: int) -> dict[int, int]:
+    """rosinality's per-resolution width table (shared by its Generator and Discriminator)."""
+    cm = channel_multiplier
+    table = {
+        4: 512,
+        8: 512,
+        16: 512,
+        32: 512,
+        64: 256 * cm,
+        128: 128 * cm,
+        256: 64 * cm,
+        512: 32 * cm,
+        1024: 16 * cm,
+    }
+    if size > 1024:
+        raise ValueError(f"rosinality's width table stops at 1024, got size {size}")
+    return {r: w for r, w in table.items() if r <= size}
 
 
 @dataclass(frozen=True)
@@ -110,25 +134,11 @@ class GeneratorConfig:
         cls, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2
     ) -> GeneratorConfig:
         """Widths of rosinality's public ``Generator(size, style_dim, n_mlp, channel_multiplier)``."""
-        cm = channel_multiplier
-        table = {
-            4: 512,
-            8: 512,
-            16: 512,
-            32: 512,
-            64: 256 * cm,
-            128: 128 * cm,
-            256: 64 * cm,
-            512: 32 * cm,
-            1024: 16 * cm,
-        }
-        if size > 1024:
-            raise ValueError(f"rosinality's width table stops at 1024, got size {size}")
         return cls(
             size=size,
             style_dim=style_dim,
             n_mlp=n_mlp,
-            channels={r: w for r, w in table.items() if r <= size},
+            channels=_rosinality_channels(size, channel_multiplier),
         )
 
     @classmethod
@@ -518,14 +528,6 @@ def build_generator(config: GeneratorConfig, device: str | torch.device | None =
 # --------------------------------------------------------------------------- loading
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _torch_load(path: Path, allow_pickle: bool) -> Any:
     try:
         # argparse.Namespace is allowlisted: rosinality's train.py stores its ``args`` in checkpoints.
@@ -540,12 +542,34 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
                 f"(weights_only=True failed: {str(e).splitlines()[0]}). "
                 "Pass allow_pickle=True only if you trust the file."
             ) from e
-        warnings.warn(f"loading {path} with full pickle (allow_pickle=True)", stacklevel=3)
+        # Point at whoever called the public loader (loader -> _read_entry -> here).
+        warnings.warn(f"loading {path} with full pickle (allow_pickle=True)", stacklevel=4)
         return torch.load(path, map_location="cpu", weights_only=False)
     except OSError:
         raise
     except Exception as e:  # garbage bytes surface as assorted errors from the unpickler / zip reader
         raise ValueError(f"{path} is not a readable torch checkpoint: {type(e).__name__}: {e}") from e
+
+
+def _read_entry(
+    p: Path, key: str, *, sha256: str | None, allow_pickle: bool
+) -> tuple[Mapping[str, Any], Mapping[str, Tensor]]:
+    """Verify and read a rosinality checkpoint; return it and its state dict under ``key``."""
+    if not p.is_file():
+        raise FileNotFoundError(f"StyleGAN2 checkpoint not found: {p}")
+    if sha256 is not None:
+        actual = file_sha256(p)
+        if actual != sha256.strip().lower():
+            raise ValueError(f"sha256 mismatch for {p}: expected {sha256.strip().lower()}, actual {actual}")
+
+    ckpt = _torch_load(p, allow_pickle)
+    if not isinstance(ckpt, Mapping) or key not in ckpt:
+        found = sorted(map(str, ckpt.keys())) if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ValueError(f"{p} is not a rosinality StyleGAN2 checkpoint: no '{key}' entry; found {found}")
+    sd = ckpt[key]
+    if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise ValueError(f"{p}: '{key}' is not a state dict of tensors (got {type(sd).__name__})")
+    return ckpt, sd
 
 
 def load_generator(
@@ -579,21 +603,7 @@ def load_generator(
             checkpoint (no ``g_ema``), or its tensors do not form a consistent generator.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"StyleGAN2 checkpoint not found: {p}")
-    if sha256 is not None:
-        actual = _sha256(p)
-        if actual != sha256.strip().lower():
-            raise ValueError(f"sha256 mismatch for {p}: expected {sha256.strip().lower()}, actual {actual}")
-
-    ckpt = _torch_load(p, allow_pickle)
-    if not isinstance(ckpt, Mapping) or "g_ema" not in ckpt:
-        found = sorted(map(str, ckpt.keys())) if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        raise ValueError(f"{p} is not a rosinality StyleGAN2 checkpoint: no 'g_ema' entry; found {found}")
-    sd = ckpt["g_ema"]
-    if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise ValueError(f"{p}: 'g_ema' is not a state dict of tensors (got {type(sd).__name__})")
-
+    ckpt, sd = _read_entry(p, "g_ema", sha256=sha256, allow_pickle=allow_pickle)
     config = GeneratorConfig.from_state_dict(sd)
     # Built directly on the target device: random init costs less than a first meta-device build.
     g = build_generator(config, device=device)
@@ -606,3 +616,238 @@ def load_generator(
         raise ValueError(f"{p}: latent_avg is a {type(latent_avg).__name__}, expected a tensor")
     g.set_latent_avg(latent_avg)
     return g.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------- discriminator
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Architecture of a rosinality StyleGAN2 (residual) discriminator.
+
+    ``channels`` maps every resolution 4, 8, …, ``size`` to its feature width. The minibatch
+    standard-deviation layer compares samples in groups of ``stddev_group`` and appends
+    ``stddev_feat`` feature maps before the final conv.
+    """
+
+    size: int
+    channels: dict[int, int] = field(hash=False)
+    blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    stddev_group: int = 4
+    stddev_feat: int = 1
+
+    def __post_init__(self) -> None:
+        size = self.size
+        if size < 4 or size & (size - 1):
+            raise ValueError(f"size must be a power of two >= 4, got {size}")
+        missing = [r for r in self.resolutions if r not in self.channels]
+        if missing:
+            raise ValueError(f"channels lacks widths for resolutions {missing} (size {size})")
+        object.__setattr__(self, "channels", {r: int(self.channels[r]) for r in self.resolutions})
+        object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
+        if len(self.blur_kernel) < 2:
+            raise ValueError(f"blur_kernel needs at least 2 taps, got {self.blur_kernel}")
+        if self.stddev_group < 1 or self.stddev_feat < 1:
+            raise ValueError(
+                f"stddev_group and stddev_feat must be >= 1, got {self.stddev_group}, {self.stddev_feat}"
+            )
+        if self.channels[4] % self.stddev_feat:
+            raise ValueError(f"stddev_feat {self.stddev_feat} must divide the 4 px width {self.channels[4]}")
+
+    def __hash__(self) -> int:
+        return hash(
+            (self.size, tuple(self.channels.items()), self.blur_kernel, self.stddev_group, self.stddev_feat)
+        )
+
+    @property
+    def resolutions(self) -> list[int]:
+        return [2**i for i in range(2, self.size.bit_length())]
+
+    @classmethod
+    def rosinality(cls, size: int, channel_multiplier: int = 2) -> DiscriminatorConfig:
+        """Widths of rosinality's public ``Discriminator(size, channel_multiplier)``."""
+        return cls(size=size, channels=_rosinality_channels(size, channel_multiplier))
+
+    @classmethod
+    def from_state_dict(
+        cls, sd: Mapping[str, Tensor], *, blur_kernel: Sequence[float] = (1, 3, 3, 1), stddev_group: int = 4
+    ) -> DiscriminatorConfig:
+        """Infer the architecture from a rosinality ``d`` state dict's tensor shapes.
+
+        size = 4 · 2^(number of ResBlocks ``convs.1…``), width at ``size`` = the output of the
+        1×1 ``convs.0`` and at ``size / 2^i`` = the output of ``convs.{i}.conv2``; the extra
+        input channels of ``final_conv`` are the stddev features. The group size and the blur
+        taps' values are not in the tensors (the kernels themselves load from the state dict);
+        only the tap count is checked.
+        """
+        try:
+            n_res = len({m[1] for k in sd if (m := re.fullmatch(r"convs\.(\d+)\.conv1\.0\.weight", k))})
+            size = 4 * 2**n_res
+            channels = {size: int(sd["convs.0.0.weight"].shape[0])}
+            for i in range(1, n_res + 1):
+                channels[size >> i] = int(sd[f"convs.{i}.conv2.1.weight"].shape[0])
+            channels.setdefault(4, int(sd["final_conv.0.weight"].shape[0]))
+            stddev_feat = int(sd["final_conv.0.weight"].shape[1]) - channels[4]
+        except KeyError as e:
+            raise ValueError(f"not a rosinality StyleGAN2 discriminator state dict: missing key {e}") from e
+        kernel = sd.get("convs.1.conv2.0.kernel")
+        if kernel is not None and kernel.shape[0] != len(blur_kernel):
+            raise ValueError(
+                f"stored blur kernel has {kernel.shape[0]} taps but blur_kernel={tuple(blur_kernel)}"
+            )
+        return cls(
+            size=size,
+            channels=channels,
+            blur_kernel=tuple(blur_kernel),
+            stddev_group=stddev_group,
+            stddev_feat=stddev_feat,
+        )
+
+
+class EqualConv2d(nn.Module):
+    """Conv2d with equalized learning rate: N(0, 1) weights scaled by 1/sqrt(fan_in) at run time."""
+
+    bias: nn.Parameter | None
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.scale = 1 / math.sqrt(in_ch * kernel_size**2)
+        self.stride, self.padding = stride, padding
+        # Absent (not zero) when unused, so the state dict has no key for it, as in rosinality.
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
+
+
+def conv_layer(
+    in_ch: int,
+    out_ch: int,
+    kernel_size: int,
+    downsample: bool = False,
+    blur_kernel: Sequence[float] = (1, 3, 3, 1),
+    activate: bool = True,
+    bias: bool = True,
+) -> nn.Sequential:
+    """rosinality's ``ConvLayer``: [blur →] equalized conv [→ bias + leaky ReLU].
+
+    Downsampling blurs first (anti-aliasing) and then convolves with stride 2, unpadded. With
+    an activation the bias lives in the activation, so the conv itself has none.
+    """
+    layers: list[nn.Module] = []
+    if downsample:
+        p = (len(blur_kernel) - 2) + (kernel_size - 1)
+        layers.append(Blur(blur_kernel, pad=((p + 1) // 2, p // 2)))
+        stride, padding = 2, 0
+    else:
+        stride, padding = 1, kernel_size // 2
+    layers.append(EqualConv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias and not activate))
+    if activate:
+        layers.append(FusedLeakyReLU(out_ch))
+    return nn.Sequential(*layers)
+
+
+class ResBlock(nn.Module):
+    """Two 3×3 convs (the second halving the resolution) plus a 1×1 downsampling skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, blur_kernel: Sequence[float] = (1, 3, 3, 1)) -> None:
+        super().__init__()
+        self.conv1 = conv_layer(in_ch, in_ch, 3, blur_kernel=blur_kernel)
+        self.conv2 = conv_layer(in_ch, out_ch, 3, downsample=True, blur_kernel=blur_kernel)
+        self.skip = conv_layer(
+            in_ch, out_ch, 1, downsample=True, blur_kernel=blur_kernel, activate=False, bias=False
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Dividing by sqrt(2) keeps the sum's variance that of each branch.
+        return (self.conv2(self.conv1(x)) + self.skip(x)) / _SQRT2
+
+
+class MinibatchStdDev(nn.Module):
+    """Append the mean per-group standard deviation of the features as ``feat`` extra maps.
+
+    Samples are grouped as rosinality does (``view(group, -1, …)``: sample ``b`` joins the
+    group of every sample with the same ``b mod (N / group)``), which the golden outputs
+    depend on.
+    """
+
+    def __init__(self, group: int = 4, feat: int = 1) -> None:
+        super().__init__()
+        self.group, self.feat = group, feat
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        group = min(n, self.group)
+        if n % group:
+            raise ValueError(f"batch size {n} is not a multiple of the stddev group size {group}")
+        y = x.view(group, -1, self.feat, c // self.feat, h, w)
+        y = torch.sqrt(y.var(0, unbiased=False) + 1e-8).mean([2, 3, 4], keepdim=True).squeeze(2)
+        return torch.cat([x, y.repeat(group, 1, h, w)], 1)
+
+
+class Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator with rosinality's state-dict layout: (N, 3, s, s) → (N, 1) logits."""
+
+    def __init__(self, config: DiscriminatorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.size = config.size
+        ch, bk = config.channels, config.blur_kernel
+        blocks: list[nn.Module] = [conv_layer(3, ch[config.size], 1)]
+        for res in reversed(config.resolutions[1:]):
+            blocks.append(ResBlock(ch[res], ch[res // 2], bk))
+        self.convs = nn.Sequential(*blocks)
+        self.stddev = MinibatchStdDev(config.stddev_group, config.stddev_feat)
+        self.final_conv = conv_layer(ch[4] + config.stddev_feat, ch[4], 3)
+        self.final_linear = nn.Sequential(
+            EqualLinear(ch[4] * 4 * 4, ch[4], activation=True),
+            EqualLinear(ch[4], 1),
+        )
+
+    def forward(self, img: Tensor) -> Tensor:
+        """Realness logits, shape (N, 1); N must be a multiple of ``min(N, stddev_group)``."""
+        if img.ndim != 4 or img.shape[1:] != (3, self.size, self.size):
+            raise ValueError(f"expected images (N, 3, {self.size}, {self.size}), got {tuple(img.shape)}")
+        out = self.final_conv(self.stddev(self.convs(img)))
+        return self.final_linear(out.flatten(1))
+
+
+def build_discriminator(
+    config: DiscriminatorConfig, device: str | torch.device | None = None
+) -> Discriminator:
+    """Factory: a randomly initialised :class:`Discriminator` (``device="meta"``: shapes only)."""
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return Discriminator(config)
+
+
+def load_discriminator(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    sha256: str | None = None,
+    allow_pickle: bool = False,
+) -> Discriminator:
+    """Load the ``d`` entry of a rosinality StyleGAN2 training checkpoint as a :class:`Discriminator`.
+
+    The architecture is inferred from the tensor shapes (:meth:`DiscriminatorConfig.from_state_dict`)
+    and the weights load with ``strict=True``. File handling is that of :func:`load_generator`
+    (``weights_only`` unless ``allow_pickle``, optional ``sha256`` check first). Unlike the
+    generator the parameters stay trainable: a discriminator is only useful for training.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: checksum mismatch; not a torch checkpoint, no ``d`` entry (e.g. a sampling
+            checkpoint holding only ``g_ema``), or tensors that do not form a discriminator.
+    """
+    p = Path(path)
+    _, sd = _read_entry(p, "d", sha256=sha256, allow_pickle=allow_pickle)
+    config = DiscriminatorConfig.from_state_dict(sd)
+    d = build_discriminator(config, device=device)
+    try:
+        d.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{p}: d does not match the inferred architecture {config}: {e}") from e
+    return d

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .rrdbnet import RRDBNet, RRDBNetConfig, file_sha256, load_rrdbnet, upscale_tiled
+from ganfolk.runtime.hashing import file_sha256
+
+from .rrdbnet import RRDBNet, RRDBNetConfig, load_rrdbnet, upscale_tiled
 
 __all__ = [
     "BackendUnavailable",

@@ -13,7 +13,6 @@ channels.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganfolk.runtime.hashing import file_sha256
+
 __all__ = [
     "RRDB",
     "RRDBNet",
     "RRDBNetConfig",
     "ResidualDenseBlock",
-    "file_sha256",
     "load_rrdbnet",
     "pixel_unshuffle",
     "upscale_tiled",
@@ -223,15 +223,6 @@ class RRDBNet(nn.Module):
         feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), _LRELU_SLOPE)
         feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), _LRELU_SLOPE)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), _LRELU_SLOPE))
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _describe_keys(keys: list[str], limit: int = 12) -> str:

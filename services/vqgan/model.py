@@ -11,7 +11,6 @@ Also here: the straight-through helpers a VQGAN+CLIP refinement loop needs (:fun
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import types
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
+
+from ganfolk.runtime.hashing import file_sha256
 
 __all__ = [
     "VQGAN",
@@ -365,14 +366,6 @@ _tolerant_pickle.Unpickler = _TolerantUnpickler  # type: ignore[attr-defined]
 _tolerant_pickle.load = pickle.load  # type: ignore[attr-defined]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_checkpoint(path: Path, trusted: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -445,7 +438,7 @@ def load_vqgan(
             raise FileNotFoundError(f"VQGAN {what} not found: {p}")
     cfg = VQGANConfig.from_yaml(conf)
     if sha256 is not None:
-        actual = _sha256(ckpt)
+        actual = file_sha256(ckpt)
         if actual.lower() != sha256.strip().lower():
             raise ValueError(f"sha256 mismatch for {ckpt}: expected {sha256}, actual {actual}")
     sd = _model_state(_read_checkpoint(ckpt, trusted=sha256 is not None), ckpt)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from ganfolk.runtime.errors import FailedPrecondition, NotFound
+from ganfolk.runtime.hashing import file_sha256
 from ganfolk.runtime.images import decode_image
-from ganfolk.runtime.models import file_sha256
 from ganfolk.runtime.settings import load_settings
 from ganfolk.runtime.storage import LocalStore
 from services.align.config import AlignSettings

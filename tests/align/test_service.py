@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from PIL import Image
 
 from ganfolk.runtime import jetstream
-from ganfolk.runtime.models import file_sha256
+from ganfolk.runtime.hashing import file_sha256
 from ganfolk.runtime.storage import open_store
 from ganfolk.v1 import align_pb2, align_pb2_grpc, common_pb2, events_pb2
 from services.align.main import SERVICE

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganfolk.runtime.models import file_sha256
+from ganfolk.runtime.hashing import file_sha256
 from ganfolk.runtime.settings import ConfigError
 from ganfolk.v1 import stylegan_pb2, stylegan_pb2_grpc
 from services.stylegan.core import SampleParams

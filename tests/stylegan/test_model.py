@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from ganfolk.runtime.hashing import file_sha256
 from services.stylegan import (
     Generator,
     GeneratorConfig,
@@ -165,7 +165,7 @@ def test_training_checkpoint_with_args_namespace(tmp_path: Path) -> None:
 
 
 def test_sha256(tmp_path: Path) -> None:
-    digest = hashlib.sha256(CKPT.read_bytes()).hexdigest()
+    digest = file_sha256(CKPT)
     assert load_generator(CKPT, sha256=digest.upper()).size == 32
     wrong = "0" * 64
     with pytest.raises(ValueError, match=f"expected {wrong}, actual {digest}") as e:

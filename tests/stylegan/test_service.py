@@ -170,7 +170,7 @@ async def test_sample_stage_over_nats_into_s3(
 async def test_checkpoint_from_object_store_uri_with_checksum(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from ganfolk.runtime.models import file_sha256
+    from ganfolk.runtime.hashing import file_sha256
 
     store_url = str(tmp_path / "objects")
     store = open_store(store_url)

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ganfolk.runtime.hashing import file_sha256
 from services.upscale import RRDBNetConfig, load_rrdbnet
-from services.upscale.rrdbnet import RRDBNet, file_sha256, pixel_unshuffle, upscale_tiled
+from services.upscale.rrdbnet import RRDBNet, pixel_unshuffle, upscale_tiled
 from tests.fixtures import golden
 
 GOLDEN = golden.GOLDEN

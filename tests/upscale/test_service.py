@@ -61,7 +61,7 @@ async def test_finish_lanczos_sizes_and_provenance(monkeypatch: pytest.MonkeyPat
 async def test_finish_with_rrdbnet_checkpoint_and_stored_input(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from ganfolk.runtime.models import file_sha256
+    from ganfolk.runtime.hashing import file_sha256
 
     monkeypatch.setenv("GANFOLK_UPSCALE_CHECKPOINT", str(CKPT))
     monkeypatch.setenv("GANFOLK_UPSCALE_CHECKPOINT_SHA256", file_sha256(Path(CKPT)))

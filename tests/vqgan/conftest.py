@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ganfolk.runtime.models import file_sha256
+from ganfolk.runtime.hashing import file_sha256
 from tests.fixtures import golden
 from tests.fixtures.tiny_clip import TINY_CLIP_CONFIG, save_tiny_clip
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import types
@@ -13,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from ganfolk.runtime.hashing import file_sha256
 from services.vqgan import VQGAN, VQGANConfig, build_vqgan, load_vqgan
 from services.vqgan.model import clamp_with_grad, replace_grad, vector_quantize_st
 from tests.fixtures import golden
@@ -24,10 +24,6 @@ CKPT, YAML, IO = (
 )
 KEYS_F16 = golden.path("vqgan_keys_f16_16384.json")
 TOL = 5e-5
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -205,11 +201,11 @@ def test_lightning_checkpoint_with_unimportable_classes(tmp_path: Path, model: V
         del sys.modules[fake.__name__]
     with pytest.raises(ValueError, match="sha256"):
         load_vqgan(path, YAML)
-    _same_weights(load_vqgan(path, YAML, sha256=_sha(path)), model)
+    _same_weights(load_vqgan(path, YAML, sha256=file_sha256(path)), model)
 
 
 def test_sha256_ok_and_mismatch() -> None:
-    good = _sha(CKPT)
+    good = file_sha256(CKPT)
     assert load_vqgan(CKPT, YAML, device=torch.device("cpu"), sha256=good.upper()) is not None
     bad = "0" * 64
     with pytest.raises(ValueError) as e:
