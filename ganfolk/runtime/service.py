@@ -208,7 +208,7 @@ async def run_service(
         log.info("metrics listening", extra={"port": port})
     holder: CoreHolder[C] = CoreHolder()
     # The one storage client of the process, shared by the gRPC and NATS adapters.
-    store = open_store(settings.store_url, **settings.store_credentials())
+    store = open_store(settings.store_url)
     stage_names: list[str] = []
 
     def register(server: grpc.aio.Server) -> None:

@@ -57,11 +57,10 @@ class Settings(BaseSettings):
     # so raise it above replicas x concurrency when scaling a service out.
     task_max_ack_pending: int | None = None
 
-    # Object store: a path or file:///path (embedded default), or s3://bucket?endpoint=host:port
+    # Object store: a path or file:///path (embedded default), or s3://bucket?endpoint=host:port.
+    # open_store reads S3 credentials and region itself (GANFOLK_S3_ACCESS_KEY, _SECRET_KEY,
+    # _REGION, or the URL), so they are not settings here.
     store_url: str = ".state/objects"
-    s3_access_key: SecretStr | None = None
-    s3_secret_key: SecretStr | None = None
-    s3_region: str | None = None
 
     # Models
     device: str = "auto"
@@ -90,16 +89,6 @@ class Settings(BaseSettings):
             reason = f" ({why})" if why else ""
             raise ConfigError(f"{env_name(field)} is required{reason}")
         return value.get_secret_value() if isinstance(value, SecretStr) else value
-
-    def store_credentials(self) -> dict[str, str]:
-        """Credentials for an s3:// store; required only when the store is S3."""
-        if not self.store_url.startswith(("s3://", "http://", "https://")):
-            return {}
-        why = f"the object store is {self.store_url}"
-        return {
-            "access_key": self.require("s3_access_key", why),
-            "secret_key": self.require("s3_secret_key", why),
-        }
 
 
 S = TypeVar("S", bound=Settings)

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ganfolk.runtime.settings import ConfigError, Settings, load_settings
+from ganfolk.runtime.storage import open_store
 from ganfolk.v1 import text_pb2, text_pb2_grpc
 from tests.fixtures.nats import free_port
 from tests.fixtures.services import serving, wait_serving
@@ -144,7 +145,7 @@ def test_missing_required_setting_names_the_variable(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("GANFOLK_STORE_URL", "s3://portraits?endpoint=127.0.0.1:9000")
     monkeypatch.delenv("GANFOLK_S3_ACCESS_KEY", raising=False)
     with pytest.raises(ConfigError, match="GANFOLK_S3_ACCESS_KEY is required"):
-        load_settings(Settings).store_credentials()
+        open_store(load_settings(Settings).store_url)
 
 
 def test_invalid_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
