@@ -74,6 +74,7 @@ class TaskContext:
         self.meta = meta
         self.stage = stage
         self.attempt = int(msg.metadata.num_delivered or 1)
+        self._progress_sent: float | None = None  # monotonic time of the last progress event
 
     async def heartbeat(self) -> None:
         """Reset the ack timer (the loop also does this on a timer)."""
@@ -88,11 +89,36 @@ class TaskContext:
     async def progress(
         self, percent: float, message: str = "", images: Sequence[common_pb2.ImageRef] = ()
     ) -> None:
+        """Publish a progress event on the job's event subject, and heartbeat."""
         event = events_pb2.StageEvent(
             progress=events_pb2.StageProgress(percent=percent, message=message, images=list(images))
         )
         await publish_event(self._js, self.meta, self.attempt, event)
         await self._msg.in_progress()
+        self._progress_sent = time.monotonic()
+
+    async def progress_throttled(
+        self,
+        percent: float,
+        message: str = "",
+        images: Sequence[common_pb2.ImageRef] = (),
+        *,
+        min_interval_s: float,
+        final: bool = False,
+    ) -> bool:
+        """Like :meth:`progress`, at most once per ``min_interval_s``; True when an event went out.
+
+        For handlers that can report after every step: watchers see steady progress without
+        an event per step. The first report, a ``final`` one and one carrying ``images`` (a
+        snapshot nobody should miss) always go out; a report held back still heartbeats, so a
+        task that reports steadily is never redelivered.
+        """
+        due = self._progress_sent is None or time.monotonic() - self._progress_sent >= min_interval_s
+        if due or final or images:
+            await self.progress(percent, message, images)
+            return True
+        await self.heartbeat()
+        return False
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ganfolk.runtime.catalog import Stage
@@ -29,20 +28,16 @@ def stages(aligner: Aligner, store: ObjectStore, settings: AlignSettings) -> lis
         request: align_pb2.PrepareDatasetRequest, ctx: TaskContext
     ) -> align_pb2.PrepareDatasetResponse:
         last = align_pb2.PrepareDatasetResponse()
-        sent = 0.0
         async for message in ops.prepare_dataset(aligner, store, request, settings):
             last = message
-            now = time.monotonic()
-            if message.done or now - sent >= PROGRESS_INTERVAL:
-                sent = now
-                percent = (
-                    100.0 * (message.processed + message.skipped) / message.total if message.total else 100.0
-                )
-                text = (
-                    f"{message.processed + message.skipped}/{message.total} files "
-                    f"({message.skipped} skipped){': ' + message.current if message.current else ''}"
-                )
-                await ctx.progress(percent, text)
+            done = message.processed + message.skipped
+            current = f": {message.current}" if message.current else ""
+            await ctx.progress_throttled(
+                100.0 * done / message.total if message.total else 100.0,
+                f"{done}/{message.total} files ({message.skipped} skipped){current}",
+                min_interval_s=PROGRESS_INTERVAL,
+                final=message.done,
+            )
         return last
 
     # Several single-image tasks at once on a CPU node; a dataset run is long and resumable.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from ganfolk.runtime.catalog import Stage
@@ -35,7 +34,6 @@ def stages(core: VQGANCore, store: ObjectStore, settings: VQGANSettings) -> list
                 log.warning("could not check cancellation: %s", exc)
             return cancelled
 
-        last_sent = 0.0
         final: vqgan_pb2.RefineResponse | None = None
         try:
             async with contextlib.aclosing(
@@ -45,17 +43,12 @@ def stages(core: VQGANCore, store: ObjectStore, settings: VQGANSettings) -> list
                     if reply.done:
                         final = reply
                         break
-                    now = time.monotonic()
-                    snapshot = reply.HasField("snapshot")
-                    if snapshot or now - last_sent >= settings.vqgan_progress_interval_s:
-                        last_sent = now
-                        await ctx.progress(
-                            100.0 * (reply.iteration + 1) / max(reply.total_iterations, 1),
-                            f"iteration {reply.iteration}/{reply.total_iterations} loss {reply.loss:.4f}",
-                            images=[reply.snapshot] if snapshot else [],
-                        )
-                    else:
-                        await ctx.heartbeat()
+                    await ctx.progress_throttled(
+                        100.0 * (reply.iteration + 1) / max(reply.total_iterations, 1),
+                        f"iteration {reply.iteration}/{reply.total_iterations} loss {reply.loss:.4f}",
+                        images=[reply.snapshot] if reply.HasField("snapshot") else [],
+                        min_interval_s=settings.vqgan_progress_interval_s,
+                    )
         except RefineStopped:
             if cancelled:
                 raise TaskCancelled() from None

@@ -205,6 +205,57 @@ async def test_progress_events_reach_subscribers(nc: NATS) -> None:
         assert (await next_event(events)).WhichOneof("outcome") == "result"
 
 
+async def test_throttled_progress_sends_first_images_final_and_due_reports(nc: NATS) -> None:
+    stage, job = unique("throttle"), unique("job")
+    sent: list[bool] = []
+    snapshot = common_pb2.ImageRef(uri="mem://snap.png")
+
+    async def reporting(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        for step in range(5):  # a burst: only the first goes out
+            sent.append(await ctx.progress_throttled(step, f"step {step}", min_interval_s=60))
+        sent.append(await ctx.progress_throttled(5, "snapshot", [snapshot], min_interval_s=60))
+        sent.append(await ctx.progress_throttled(6, "held back", min_interval_s=60))
+        await asyncio.sleep(0.2)
+        sent.append(await ctx.progress_throttled(7, "due again", min_interval_s=0.1))
+        sent.append(await ctx.progress_throttled(8, "done", min_interval_s=60, final=True))
+        return await ok_handler(req, ctx)
+
+    events = await nc.subscribe(jetstream.event_subject(job))
+    async with running(nc, stage, reporting):
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        messages = []
+        while (event := await next_event(events)).WhichOneof("outcome") == "progress":
+            messages.append(event.progress.message)
+        assert event.WhichOneof("outcome") == "result"
+    assert messages == ["step 0", "snapshot", "due again", "done"]
+    assert sent == [True, False, False, False, False, True, False, True, True]
+
+
+async def test_held_back_progress_still_heartbeats(nc: NATS) -> None:
+    """A handler that reports often but is throttled keeps its task past ack_wait."""
+    stage, job = unique("throttle-hb"), unique("job")
+    attempts: list[int] = []
+
+    async def slow(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        attempts.append(ctx.attempt)
+        for step in range(12):  # 2.4 s of work against a 1 s ack_wait, one event only
+            await ctx.progress_throttled(step, "", min_interval_s=60)
+            await asyncio.sleep(0.2)
+        return await ok_handler(req, ctx)
+
+    events = await nc.subscribe(jetstream.event_subject(job))
+    # The loop's own heartbeat is pushed past the task, so only the handler's reports keep it;
+    # a free second slot would pick up a redelivery.
+    async with running(nc, stage, slow, ack_wait=1.0, heartbeat=30.0, concurrency=2):
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        assert (await next_event(events)).WhichOneof("outcome") == "progress"
+        result = await next_event(events)
+        assert result.WhichOneof("outcome") == "result" and result.attempt == 1
+    assert attempts == [1]
+
+
 async def test_task_of_dead_consumer_moves_to_dlq_after_max_deliveries(nc: NATS) -> None:
     """Workers that crash on every delivery never ack; the advisory moves the task aside."""
     stage, job = unique("crashy"), unique("job")
