@@ -164,7 +164,7 @@ def _symmetric_pad(x: Tensor, m: int) -> Tensor:
 
 def _resample(x: Tensor, g_inv: Tensor, taps: Tensor) -> Tensor:
     """Sample ``x`` (n, c, h, w) at ``g_inv`` · (output pixel positions), supersampled 2×."""
-    n, _, h, w = x.shape
+    h, w = x.shape[-2:]
     k = taps.numel()
     kernel = torch.outer(taps, taps).to(x.dtype)
     # Upsample from a mirrored margin wide enough for the filter, then crop: the 2× image's
@@ -173,16 +173,17 @@ def _resample(x: Tensor, g_inv: Tensor, taps: Tensor) -> Tensor:
     p = k - 2
     up = upfirdn2d(_symmetric_pad(x, m), kernel * 4, up=2, pad=(p // 2 + 1, p // 2))
     up = up[:, :, 2 * m : 2 * m + 2 * h, 2 * m : 2 * m + 2 * w]
-    # Sample p/2 extra positions per side so the decimation filter needs no padding.
+    # Sample p/2 extra positions per side so the decimation filter needs no padding. The grid
+    # is built where the images are: at 512 px it is far bigger than the images themselves.
     q = p // 2
-    xs = (torch.arange(-q, 2 * w + q, dtype=torch.float64) + 0.5) / 2 - w / 2
-    ys = (torch.arange(-q, 2 * h + q, dtype=torch.float64) + 0.5) / 2 - h / 2
+    dev, dt = x.device, x.dtype
+    xs = (torch.arange(-q, 2 * w + q, device=dev, dtype=dt) + 0.5) / 2 - w / 2
+    ys = (torch.arange(-q, 2 * h + q, device=dev, dtype=dt) + 0.5) / 2 - h / 2
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    pos = torch.stack([xx, yy, torch.ones_like(xx)], -1).reshape(-1, 3)
-    src = torch.einsum("nij,pj->npi", g_inv, pos)[..., :2]
+    pos = torch.stack([xx, yy, torch.ones_like(xx)], -1)
     # align_corners=False: ±1 are the outer pixel edges, i.e. ±w/2 in centred pixel units.
-    grid = (src / torch.tensor([w / 2, h / 2], dtype=torch.float64)).reshape(n, ys.numel(), xs.numel(), 2)
-    grid = grid.to(device=x.device, dtype=x.dtype)
+    to_unit = torch.diag(torch.tensor([2 / w, 2 / h], dtype=torch.float64)) @ g_inv[:, :2, :]
+    grid = torch.einsum("nij,yxj->nyxi", to_unit.to(device=dev, dtype=dt), pos)
     sampled = F.grid_sample(up, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return upfirdn2d(sampled, kernel, down=2)
 
