@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 
-__all__ = ["CHUNK_BYTES", "file_sha256", "file_size_sha256", "sha256_hex"]
+__all__ = ["CHUNK_BYTES", "file_sha256", "hash_file", "sha256_hex"]
 
 # Large enough to keep hashing CPU-bound, small enough that a multi-GB checkpoint
 # never sits in memory.
@@ -23,21 +24,28 @@ def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_size_sha256(path: str | os.PathLike[str]) -> tuple[int, str]:
-    """``(size, sha256)`` of the file at ``path``, from one read of it.
+def hash_file(
+    path: str | os.PathLike[str], algorithms: Sequence[str] = ("sha256",)
+) -> tuple[int, dict[str, str]]:
+    """``(size, {algorithm: hex digest})`` of the file at ``path``, from one read of it.
 
-    Size and digest come from the same bytes, so a caller that streams the file
-    afterwards can tell whether it changed in between.
+    Size and digests come from the same bytes, so a caller that streams the file
+    afterwards can tell whether it changed in between.  ``algorithms`` are
+    :func:`hashlib.new` names; md5 is allowed for matching published checksums,
+    never for trust decisions (hence ``usedforsecurity=False``, which FIPS builds need).
     """
-    digest = hashlib.sha256()
+    if not algorithms:
+        raise ValueError("hash_file needs at least one algorithm")
+    hashers = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms}
     size = 0
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
+            for h in hashers.values():
+                h.update(chunk)
             size += len(chunk)
-    return size, digest.hexdigest()
+    return size, {name: h.hexdigest() for name, h in hashers.items()}
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Lower-case hex sha256 of the file at ``path``, read in chunks."""
-    return file_size_sha256(path)[1]
+    return hash_file(path)[1]["sha256"]

@@ -9,7 +9,6 @@ with the URL and status.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import re
@@ -22,6 +21,8 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from tqdm import tqdm
+
+from ganfolk.runtime.hashing import hash_file
 
 __all__ = ["ChecksumError", "DownloadError", "TransientDownloadError", "download", "file_digests"]
 
@@ -62,13 +63,8 @@ class Digests:
 
 def file_digests(path: Path) -> Digests:
     """Size, sha256 and md5 of a file in one pass."""
-    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            sha.update(chunk)
-            md5.update(chunk)
-            size += len(chunk)
-    return Digests(size, sha.hexdigest(), md5.hexdigest())
+    size, digests = hash_file(path, ("sha256", "md5"))
+    return Digests(size, digests["sha256"], digests["md5"])
 
 
 def _part_of(dest: Path) -> Path:

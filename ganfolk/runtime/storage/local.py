@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ganfolk.runtime.hashing import CHUNK_BYTES, file_size_sha256, sha256_hex
+from ganfolk.runtime.hashing import CHUNK_BYTES, hash_file, sha256_hex
 from ganfolk.runtime.storage.atomic import atomic_write_chunks, fsync_dir, write_temp
 from ganfolk.runtime.storage.interface import (
     DEFAULT_CONTENT_TYPE,
@@ -164,7 +164,8 @@ class LocalStore(ObjectStore):
         content_type = validate_content_type(content_type)
         meta = validate_metadata(metadata)
         src = Path(path)
-        size, digest = file_size_sha256(src)
+        size, digests = hash_file(src)
+        digest = digests["sha256"]
 
         def chunks() -> Iterator[bytes]:
             with open(src, "rb") as f:

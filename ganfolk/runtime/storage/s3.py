@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ganfolk.runtime.hashing import CHUNK_BYTES, file_size_sha256, sha256_hex
+from ganfolk.runtime.hashing import CHUNK_BYTES, hash_file, sha256_hex
 from ganfolk.runtime.storage.atomic import atomic_write_chunks
 from ganfolk.runtime.storage.interface import (
     DEFAULT_CONTENT_TYPE,
@@ -221,7 +221,8 @@ class S3Store(ObjectStore):
         validate_key(key)
         content_type = validate_content_type(content_type)
         meta = validate_metadata(metadata)
-        size, digest = file_size_sha256(path)
+        size, digests = hash_file(path)
+        digest = digests["sha256"]
         with open(path, "rb") as f:
             return self._put_stream(key, f, size, digest, content_type, meta)
 
