@@ -18,8 +18,9 @@ import logging
 import random
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ganfolk.runtime.errors import Transient
 from services.text.config import TextSettings
@@ -28,6 +29,7 @@ from services.text.names import NameSource
 from services.text.notability import NotabilityChecker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- curated lists
 
@@ -374,6 +376,10 @@ class AnswersInvalid(Transient):
     """The LLM gave no valid answer within the attempts and the template writer is off."""
 
 
+class Refused(ValueError):
+    """A well-formed answer that is turned down anyway; the message is the whole reason."""
+
+
 class TextCore:
     """The LLM (or none), the notability check and the settings; shared by gRPC and NATS."""
 
@@ -399,6 +405,35 @@ class TextCore:
                 stop=stop,
             )
         return reply.text
+
+    async def _ask_until_valid(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        seed: int,
+        stop: list[str] | None,
+        attempts: int,
+        outcome: Outcome,
+        accept: Callable[[str], Awaitable[T]],
+    ) -> T | None:
+        """The first answer ``accept`` takes, asking at most ``attempts`` times; None if none is.
+
+        ``accept`` parses and checks an answer, raising ValueError to refuse it; every refusal
+        is kept in ``outcome.rejected`` ("invalid: ..." or a :class:`Refused`'s own reason).
+        Each re-ask uses another seed, so a sampling LLM does not repeat the same answer.
+        """
+        for attempt in range(attempts):
+            outcome.attempts += 1
+            outcome.llm_calls += 1
+            answer = await self._ask(messages, max_tokens, seed + attempt * 7919, stop)
+            try:
+                return await accept(answer)
+            except Refused as exc:
+                outcome.rejected.append(str(exc))
+            except ValueError as exc:
+                outcome.rejected.append(f"invalid: {exc}")
+        return None
 
     def _give_up(self, what: str, outcome: Outcome) -> None:
         if not self.settings.text_template_fallback:
@@ -450,19 +485,17 @@ class TextCore:
             {"role": "assistant", "content": "oil painting of a cheerful Kenyan grandmother"},
             {"role": "user", "content": f"Write a prompt for {article(nationality)} {nationality} {person}."},
         ]
-        for attempt in range(attempts):
-            outcome.attempts += 1
-            outcome.llm_calls += 1
-            answer = await self._ask(messages, 24, seed + attempt * 7919, ["\n"])
-            try:
-                parts = parse_prompt(answer)
-                if (parts.nationality, parts.person) != (nationality, person):
-                    got = f"{parts.nationality} {parts.person}"
-                    raise ValueError(f"asked for {nationality} {person}, got {got}")
-                return parts, outcome
-            except ValueError as exc:
-                outcome.rejected.append(f"invalid: {exc}")
-        return None, outcome
+
+        async def accept(answer: str) -> PromptParts:
+            parts = parse_prompt(answer)
+            if (parts.nationality, parts.person) != (nationality, person):
+                raise ValueError(f"asked for {nationality} {person}, got {parts.nationality} {parts.person}")
+            return parts
+
+        parts = await self._ask_until_valid(
+            messages, max_tokens=24, seed=seed, stop=["\n"], attempts=attempts, outcome=outcome, accept=accept
+        )
+        return parts, outcome
 
     # -- names
 
@@ -482,20 +515,25 @@ class TextCore:
                 {"role": "assistant", "content": "Kerem Aydemir"},
                 {"role": "user", "content": f"Create a name for {description}."},
             ]
-            for attempt in range(attempts):
-                outcome.attempts += 1
-                outcome.llm_calls += 1
-                answer = await self._ask(messages, 16, seed + attempt * 7919, ["\n"])
-                try:
-                    first, last = parse_name(answer)
-                except ValueError as exc:
-                    outcome.rejected.append(f"invalid: {exc}")
-                    continue
+
+            async def accept(answer: str) -> tuple[str, str]:
+                first, last = parse_name(answer)
                 reason = await asyncio.to_thread(self.notability.check, f"{first} {last}")
                 if reason:
-                    outcome.rejected.append(f"notable: {first} {last} ({reason})")
-                    continue
-                return NameResult(first, last, outcome)
+                    raise Refused(f"notable: {first} {last} ({reason})")
+                return first, last
+
+            named = await self._ask_until_valid(
+                messages,
+                max_tokens=16,
+                seed=seed,
+                stop=["\n"],
+                attempts=attempts,
+                outcome=outcome,
+                accept=accept,
+            )
+            if named is not None:
+                return NameResult(*named, outcome)
             self._give_up("name", outcome)
         else:
             outcome.fallbacks.append("template-writer (no LLM endpoint configured)")
@@ -526,15 +564,21 @@ class TextCore:
             ]
             # About 1.4 tokens a word, and room to finish the sentence that crosses the limit.
             max_tokens = int(max_words * 1.4) + 16
-            for attempt in range(attempts):
-                outcome.attempts += 1
-                outcome.llm_calls += 1
-                answer = await self._ask(messages, max_tokens, seed + attempt * 7919, None)
-                try:
-                    text = validate_backstory(clean_backstory(answer, max_words), name, max_words, min_words)
-                    return text, outcome
-                except ValueError as exc:
-                    outcome.rejected.append(f"invalid: {exc}")
+
+            async def accept(answer: str) -> str:
+                return validate_backstory(clean_backstory(answer, max_words), name, max_words, min_words)
+
+            text = await self._ask_until_valid(
+                messages,
+                max_tokens=max_tokens,
+                seed=seed,
+                stop=None,
+                attempts=attempts,
+                outcome=outcome,
+                accept=accept,
+            )
+            if text is not None:
+                return text, outcome
             self._give_up("backstory", outcome)
         else:
             outcome.fallbacks.append("template-writer (no LLM endpoint configured)")
