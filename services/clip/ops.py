@@ -22,6 +22,7 @@ import torch
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import read_image_sync
 from ganfolk.runtime.models import provenance
+from ganfolk.runtime.protos import with_optionals
 from ganfolk.runtime.storage import ObjectStore, sha256_hex, validate_key
 from ganfolk.v1 import clip_pb2, common_pb2
 from services.clip.config import ClipSettings
@@ -61,10 +62,10 @@ def validate_prompts(request: clip_pb2.RankRequest, settings: ClipSettings) -> l
     for i, p in enumerate(request.prompts):
         if not p.text.strip():
             raise InvalidArgument(f"prompts[{i}].text is empty; give it some words")
-        weight = float(p.weight) if p.HasField("weight") else 1.0
-        if weight != weight or abs(weight) == float("inf"):
-            raise InvalidArgument(f"prompts[{i}].weight must be a finite number, got {weight}")
-        prompts.append(Prompt(p.text, weight))
+        prompt = with_optionals(Prompt(p.text), p)
+        if prompt.weight != prompt.weight or abs(prompt.weight) == float("inf"):
+            raise InvalidArgument(f"prompts[{i}].weight must be a finite number, got {prompt.weight}")
+        prompts.append(prompt)
     if all(p.weight == 0 for p in prompts):
         raise InvalidArgument("all prompt weights are 0: give at least one prompt a non-zero weight")
     return prompts

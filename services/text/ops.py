@@ -10,6 +10,7 @@ from typing import Any
 
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.models import model_ref, provenance
+from ganfolk.runtime.protos import optional
 from ganfolk.v1 import common_pb2, text_pb2
 from services.text.config import TextSettings
 from services.text.core import Outcome, TextCore, has_control_chars
@@ -37,7 +38,7 @@ def _attempts(request: Any, settings: TextSettings) -> int:
 
 
 def _seed(request: Any) -> int:
-    return int(request.seed) if request.HasField("seed") else time.time_ns() % 2**31
+    return int(optional(request, "seed", time.time_ns() % 2**31))
 
 
 def _provenance(
