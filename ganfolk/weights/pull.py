@@ -172,7 +172,7 @@ def _as_safetensors(src: Path, dest: Path) -> None:
 
 def _fetch_open_clip(f: ModelFile, options: PullOptions) -> Path:
     """Fetch through open_clip's pretrained registry (hub first, then the publisher's URL)."""
-    from services.clip import _tv_compat  # noqa: F401  (before open_clip: it imports torchvision)
+    from ganfolk.runtime import tv_compat  # noqa: F401  (before open_clip: it imports torchvision)
 
     # isort: split
     import open_clip.pretrained as pretrained

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 # isort: off
-from services.clip import _tv_compat  # noqa: F401  (must precede open_clip: it imports torchvision)
+from ganfolk.runtime import tv_compat  # noqa: F401  (must precede open_clip: it imports torchvision)
 import open_clip
 from open_clip.transform import PreprocessCfg, image_transform_v2
 

@@ -13,7 +13,7 @@ from tests.clip.conftest import TINY_NAME, Tiny
 def test_torchvision_imports_on_cpu_torch() -> None:
     import torchvision
 
-    from services.clip import _tv_compat
+    from ganfolk.runtime import tv_compat as _tv_compat
 
     assert torchvision.__version__
     # The schemas are defined exactly when torch is a CPU build (and the extension did not load).

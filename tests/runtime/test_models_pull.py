@@ -343,7 +343,7 @@ def test_open_clip_weights_come_through_open_clip_and_load_in_the_clip_loader(
     """OpenAI publishes TorchScript; the pull stores a state dict the CLIP loader accepts."""
     import torch
 
-    from services.clip import _tv_compat  # noqa: F401
+    from ganfolk.runtime import tv_compat  # noqa: F401
 
     # isort: split
     import open_clip.pretrained
