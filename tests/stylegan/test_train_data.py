@@ -23,7 +23,7 @@ from services.stylegan.training.data import (
     disc_images,
     make_disc_dataset,
     make_loader,
-    prepare,
+    prepare_dataset,
 )
 
 
@@ -34,7 +34,7 @@ def discs(tmp_path: Path) -> Path:
 
 
 def test_folder_cache_and_tensors(discs: Path, tmp_path: Path) -> None:
-    info = prepare(discs, 16, tmp_path / "cache", workers=2)
+    info = prepare_dataset(discs, 16, tmp_path / "cache", workers=2)
     assert (info.kind, info.count, info.size, info.resized) == ("folder", 6, 16, 0)
     assert "6 images of 16x16 px" in info.describe()
     ds = ImageDataset(info)
@@ -45,9 +45,9 @@ def test_folder_cache_and_tensors(discs: Path, tmp_path: Path) -> None:
 
     # Unchanged source: the same cache, not rebuilt; a new image: a new cache, the old one removed.
     mtime = info.cache.stat().st_mtime_ns
-    assert prepare(discs, 16, tmp_path / "cache").cache.stat().st_mtime_ns == mtime
+    assert prepare_dataset(discs, 16, tmp_path / "cache").cache.stat().st_mtime_ns == mtime
     (discs / "extra.png").write_bytes(encode_png(disc_images(1, 16, seed=9)[0]))
-    again = prepare(discs, 16, tmp_path / "cache")
+    again = prepare_dataset(discs, 16, tmp_path / "cache")
     assert again.count == 7 and again.cache != info.cache and not info.cache.exists()
 
 
@@ -56,7 +56,7 @@ def test_xflip_and_resize(tmp_path: Path) -> None:
     folder.mkdir()
     big = disc_images(1, 32, seed=3)[0]
     (folder / "big.png").write_bytes(encode_png(big))
-    info = prepare(folder, 16, tmp_path / "cache")
+    info = prepare_dataset(folder, 16, tmp_path / "cache")
     assert info.resized == 1
     ds = ImageDataset(info, xflip=True)
     plain = torch.from_numpy(np.array(Image.fromarray(big).resize((16, 16), Image.Resampling.LANCZOS)))
@@ -69,7 +69,7 @@ def test_bad_images_are_listed_by_name(discs: Path, tmp_path: Path) -> None:
     (discs / "wide.png").write_bytes(encode_png(np.zeros((16, 24, 3), np.uint8)))
     (discs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     with pytest.raises(DatasetError, match="2 of 8 images") as err:
-        prepare(discs, 16, tmp_path / "cache")
+        prepare_dataset(discs, 16, tmp_path / "cache")
     assert isinstance(err.value, InvalidArgument)
     assert "wide.png: 24x16 is not square" in str(err.value) and "broken.png" in str(err.value)
     assert not list((tmp_path / "cache").glob("folder-*px-*"))  # nothing half-built left behind
@@ -79,16 +79,16 @@ def test_empty_missing_and_too_few(tmp_path: Path, discs: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images")
     with pytest.raises(DatasetError, match="no training images under"):
-        prepare(tmp_path / "empty", 16, tmp_path / "cache")
+        prepare_dataset(tmp_path / "empty", 16, tmp_path / "cache")
     with pytest.raises(DatasetError, match="not found"):
-        prepare(tmp_path / "nowhere", 16, tmp_path / "cache")
+        prepare_dataset(tmp_path / "nowhere", 16, tmp_path / "cache")
     with pytest.raises(DatasetError, match="power of two"):
-        prepare(discs, 24, tmp_path / "cache")
+        prepare_dataset(discs, 24, tmp_path / "cache")
     with pytest.raises(DatasetError, match="fewer than one batch of 4 on each of 2 rank"):
         check_dataset(discs, 16, 4, tmp_path / "cache", world_size=2)
     assert check_dataset(discs, 16, 3, tmp_path / "cache", world_size=2).count == 6
     with pytest.raises(DatasetError, match="no object store"):
-        prepare("s3://bucket/x", 16, tmp_path / "cache")
+        prepare_dataset("s3://bucket/x", 16, tmp_path / "cache")
 
 
 def _write_align_output(store: ObjectStore, dest: str, n: int) -> list[np.ndarray]:
@@ -109,7 +109,7 @@ def _write_align_output(store: ObjectStore, dest: str, n: int) -> list[np.ndarra
 def _check_align_output(
     info_source: str, store: ObjectStore | None, cache: Path, kind: str, pixels: list[np.ndarray]
 ) -> None:
-    info = prepare(info_source, 16, cache, store=store)
+    info = prepare_dataset(info_source, 16, cache, store=store)
     assert (info.kind, info.count) == (kind, len(pixels))
     ds = ImageDataset(info)
     got = {tuple(((ds[i] + 1) * 127.5).round().to(torch.uint8).flatten().tolist()) for i in range(len(ds))}
@@ -122,7 +122,7 @@ def test_align_output_in_a_local_store(local_store: LocalStore, tmp_path: Path) 
     # A manifest whose image was edited afterwards: the sha256 check names the file.
     (tmp_path / "objects/runs/aligned/images/face1.png").write_bytes(encode_png(pixels[0]))
     with pytest.raises(DatasetError, match=r"face1\.png.*differs from the manifest"):
-        prepare(local_store.uri("runs/aligned"), 16, tmp_path / "cache")
+        prepare_dataset(local_store.uri("runs/aligned"), 16, tmp_path / "cache")
 
 
 def test_align_output_on_s3(s3_store: ObjectStore, tmp_path: Path) -> None:
@@ -133,9 +133,9 @@ def test_align_output_on_s3(s3_store: ObjectStore, tmp_path: Path) -> None:
     s3_store.put("plain/b.txt", b"not an image")
     _check_align_output(s3_store.uri("plain"), s3_store, tmp_path / "cache", "store", pixels[:1])
     with pytest.raises(DatasetError, match="no training images under"):
-        prepare(s3_store.uri("nothing-here"), 16, tmp_path / "cache", store=s3_store)
+        prepare_dataset(s3_store.uri("nothing-here"), 16, tmp_path / "cache", store=s3_store)
     with pytest.raises(DatasetError, match="not a prefix of the store"):
-        prepare("s3://another-bucket/x", 16, tmp_path / "cache", store=s3_store)
+        prepare_dataset("s3://another-bucket/x", 16, tmp_path / "cache", store=s3_store)
 
 
 def _jpeg(pixels: np.ndarray) -> bytes:
@@ -153,20 +153,22 @@ def test_rosinality_lmdb(tmp_path: Path) -> None:
             txn.put(f"32-{i:05d}".encode(), _jpeg(img))
             txn.put(f"8-{i:05d}".encode(), _jpeg(img[::4, ::4]))
         txn.put(b"length", b"3")
-    info = prepare(tmp_path / "lmdb", 32, tmp_path / "cache")
+    info = prepare_dataset(tmp_path / "lmdb", 32, tmp_path / "cache")
     assert (info.kind, info.count, info.resized) == ("lmdb", 3, 0)
     assert np.abs(np.load(info.cache)[1].astype(int) - pixels[1]).mean() < 2  # JPEG at quality 100
-    assert prepare(tmp_path / "lmdb" / "data.mdb", 16, tmp_path / "cache").resized == 3  # from the 32 px
+    assert (
+        prepare_dataset(tmp_path / "lmdb" / "data.mdb", 16, tmp_path / "cache").resized == 3
+    )  # from the 32 px
     with pytest.raises(DatasetError, match=r"holds images of \[8, 32\] px but none of 64 px"):
-        prepare(tmp_path / "lmdb", 64, tmp_path / "cache")
+        prepare_dataset(tmp_path / "lmdb", 64, tmp_path / "cache")
     with lmdb.open(str(tmp_path / "other"), map_size=1 << 20) as env, env.begin(write=True) as txn:
         txn.put(b"hello", b"world")
     with pytest.raises(DatasetError, match="no 'length' key"):
-        prepare(tmp_path / "other", 32, tmp_path / "cache")
+        prepare_dataset(tmp_path / "other", 32, tmp_path / "cache")
 
 
 def test_sharded_loader(discs: Path, tmp_path: Path) -> None:
-    ds = ImageDataset(prepare(discs, 16, tmp_path / "cache"))
+    ds = ImageDataset(prepare_dataset(discs, 16, tmp_path / "cache"))
     shards = []
     for rank in range(2):
         loader = make_loader(ds, 3, rank=rank, world_size=2, seed=4, workers=0)

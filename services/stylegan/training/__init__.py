@@ -18,12 +18,30 @@ from services.stylegan.training.augment import (
     build_augment,
     parse_augment,
 )
+from services.stylegan.training.checkpoints import (
+    CheckpointError,
+    CheckpointOutput,
+    CheckpointRef,
+    load_training_checkpoint,
+    open_output,
+)
+from services.stylegan.training.data import (
+    DatasetError,
+    DatasetInfo,
+    ImageDataset,
+    batches,
+    check_dataset,
+    make_disc_dataset,
+    make_loader,
+    prepare_dataset,
+)
 from services.stylegan.training.losses import (
     d_logistic_loss,
     d_r1_loss,
     g_nonsaturating_loss,
     g_path_regularize,
 )
+from services.stylegan.training.metrics import SWDResult, fid, inception_from_env, kid, swd
 
 __all__ = [
     "AdaptiveP",
@@ -31,10 +49,28 @@ __all__ = [
     "AugmentPipe",
     "AugmentSpec",
     "AugmentSpecError",
+    "CheckpointError",
+    "CheckpointOutput",
+    "CheckpointRef",
+    "DatasetError",
+    "DatasetInfo",
+    "ImageDataset",
+    "SWDResult",
+    "batches",
     "build_augment",
+    "check_dataset",
     "d_logistic_loss",
     "d_r1_loss",
+    "fid",
     "g_nonsaturating_loss",
     "g_path_regularize",
+    "inception_from_env",
+    "kid",
+    "load_training_checkpoint",
+    "make_disc_dataset",
+    "make_loader",
+    "open_output",
     "parse_augment",
+    "prepare_dataset",
+    "swd",
 ]

@@ -14,7 +14,7 @@ file under the location.
 
 The cache
 ---------
-:func:`prepare` decodes every image once, resizes it to the training size and writes them all into
+:func:`prepare_dataset` decodes every image once, resizes it to the training size and writes them all into
 one uint8 ``(N, S, S, 3)`` ``.npy`` under ``cache_dir`` -- named by the source, the size and a hash of
 the listing, so a changed source gets a new cache and an unchanged one is reused by every epoch,
 restart and rank on the node (a file lock lets one process build it while the others wait).
@@ -67,7 +67,7 @@ __all__ = [
     "disc_images",
     "make_disc_dataset",
     "make_loader",
-    "prepare",
+    "prepare_dataset",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -347,7 +347,7 @@ def _build(listing: _Listing, size: int, dest: Path, max_pixels: int, workers: i
     return resized
 
 
-def prepare(
+def prepare_dataset(
     source: str | os.PathLike[str],
     size: int,
     cache_dir: str | os.PathLike[str],
@@ -420,13 +420,13 @@ def check_dataset(
     store: ObjectStore | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DatasetInfo:
-    """The dry run: :func:`prepare` the cache and check it fills a batch on every rank.
+    """The dry run: :func:`prepare_dataset` the cache and check it fills a batch on every rank.
 
     ``batch`` is per rank (rosinality's ``--batch``). Raises :class:`DatasetError` on any problem.
     """
     if batch < 1 or world_size < 1:
         raise DatasetError(f"batch and world size must be >= 1, got {batch} and {world_size}")
-    info = prepare(source, size, cache_dir, store=store, max_pixels=max_pixels)
+    info = prepare_dataset(source, size, cache_dir, store=store, max_pixels=max_pixels)
     if info.count < batch * world_size:
         raise DatasetError(
             f"{info.source} holds {info.count} images, fewer than one batch of {batch} on each of "
@@ -447,7 +447,7 @@ class ImageDataset(Dataset[Tensor]):
     def __init__(self, cache: DatasetInfo | str | os.PathLike[str], xflip: bool = False) -> None:
         self.path = cache.cache if isinstance(cache, DatasetInfo) else Path(cache)
         if not self.path.is_file():
-            raise DatasetError(f"dataset cache not found: {self.path}; run prepare() first")
+            raise DatasetError(f"dataset cache not found: {self.path}; run prepare_dataset() first")
         shape = np.load(self.path, mmap_mode="r").shape
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
             raise DatasetError(f"{self.path} is not a dataset cache: array shape {shape}")
