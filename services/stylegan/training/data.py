@@ -17,7 +17,8 @@ The cache
 :func:`prepare_dataset` decodes every image once, resizes it to the training size and writes them all into
 one uint8 ``(N, S, S, 3)`` ``.npy`` under ``cache_dir`` -- named by the source, the size and a hash of
 the listing, so a changed source gets a new cache and an unchanged one is reused by every epoch,
-restart and rank on the node (a file lock lets one process build it while the others wait).
+restart and rank on the node (a file lock lets one process build it while the others wait). It takes
+N x S x S x 3 bytes of local disk: 70,000 faces at 512 px take 55 GB.
 :class:`ImageDataset` memory-maps it and returns float CHW tensors in [-1, 1].
 
 Images must be square (aligned faces are): a square image of another size is resized (Lanczos), a

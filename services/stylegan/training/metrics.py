@@ -98,6 +98,7 @@ class Descriptors:
 
     resolutions: list[int]
     levels: list[Tensor]
+    channels: int
 
 
 @dataclass(frozen=True)
@@ -142,11 +143,11 @@ def pyramid_descriptors(
         )
     found: list[list[Tensor]] = []
     resolutions: list[int] = []
-    shape: tuple[int, ...] | None = None
+    shape: tuple[int, ...] = ()
     for batch in _batches(images):
         if batch.ndim != 4 or batch.shape[2] != batch.shape[3]:
             raise InvalidArgument(f"images must be square (N, C, H, W) batches, got {tuple(batch.shape)}")
-        if shape is None:
+        if not shape:
             shape = tuple(batch.shape[1:])
             size = shape[1]
             if size < max(min_resolution, nhood_size):
@@ -162,7 +163,7 @@ def pyramid_descriptors(
             out.append(_neighbourhoods(level, nhoods_per_image, nhood_size, generator))
     if not resolutions:
         raise InvalidArgument("no images to describe")
-    return Descriptors(resolutions, [torch.cat(parts) for parts in found])
+    return Descriptors(resolutions, [torch.cat(parts) for parts in found], shape[0])
 
 
 def _neighbourhoods(level: Tensor, per_image: int, size: int, generator: torch.Generator | None) -> Tensor:
@@ -245,12 +246,13 @@ def swd(
     generator = torch.Generator().manual_seed(seed)
     if da.resolutions != db.resolutions:
         raise InvalidArgument(f"the sets have different pyramids: {da.resolutions} and {db.resolutions}")
-    channels = da.levels[0].shape[1] // nhood_size**2
+    if da.channels != db.channels:
+        raise InvalidArgument(f"the sets have {da.channels} and {db.channels} channels")
     dists = [
         1e3
         * sliced_wasserstein(
-            _normalise(x, channels),
-            _normalise(y, channels),
+            _normalise(x, da.channels),
+            _normalise(y, db.channels),
             dirs_per_repeat=dirs_per_repeat,
             dir_repeats=dir_repeats,
             generator=generator,
