@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -70,6 +71,8 @@ __all__ = [
     "make_loader",
     "prepare_dataset",
 ]
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # 8192 x 8192: far above any training size, low enough that a decompression bomb is refused.
@@ -329,13 +332,20 @@ def _build(listing: _Listing, size: int, dest: Path, max_pixels: int, workers: i
             return None, f"{name}: unreadable: {exc}", False
         return _decode(data, name, size, max_pixels)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, (pixels, error, was_resized) in enumerate(pool.map(one, range(n))):
-            if error is not None:
-                errors.append(error)
-            else:
-                array[i] = pixels
-                resized += was_resized
+    log.info("decoding %d images from %s into %s", n, listing.location, dest.parent)
+    workers = max(1, workers)
+    # In chunks: pool.map submits everything at once, and finished images would pile up in memory
+    # behind a slow one.
+    chunk = workers * 8
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, n, chunk):
+            indices = range(start, min(start + chunk, n))
+            for i, (pixels, error, was_resized) in zip(indices, pool.map(one, indices), strict=True):
+                if error is not None:
+                    errors.append(error)
+                else:
+                    array[i] = pixels
+                    resized += was_resized
     array.flush()
     del array
     if errors:
