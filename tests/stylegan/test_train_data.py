@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,9 @@ def test_rosinality_lmdb(tmp_path: Path) -> None:
 
 def test_sharded_loader(discs: Path, tmp_path: Path) -> None:
     ds = ImageDataset(prepare_dataset(discs, 16, tmp_path / "cache"))
+    first = ds[0]
+    # Loader workers get a pickled copy: it carries the path, not the open memory map.
+    assert torch.equal(pickle.loads(pickle.dumps(ds))[0], first)
     shards = []
     for rank in range(2):
         loader = make_loader(ds, 3, rank=rank, world_size=2, seed=4, workers=0)
