@@ -11,6 +11,7 @@ A reporter must never stop training: :class:`FanOut` swallows and logs what a re
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
@@ -177,8 +178,8 @@ def make_reporter(config: Any, extra: Sequence[Reporter] = ()) -> Reporter:
     """
     reporters: list[Reporter] = [LogReporter(), *extra]
     try:
-        from services.stylegan.training import progress
-    except ImportError as exc:
+        progress = importlib.import_module("services.stylegan.training.progress")
+    except ModuleNotFoundError as exc:
         if exc.name != "services.stylegan.training.progress":
             raise
     else:
