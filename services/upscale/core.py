@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.models import fetch_weights, model_ref, resolve_device
 from ganfolk.v1 import common_pb2
 from services.upscale.backends import LanczosBackend, NcnnRealESRGANBackend, SRBackend, select_backend
@@ -56,7 +57,8 @@ class Finisher:
                         self._others[name] = NcnnRealESRGANBackend()
                 elif name == "torch":
                     if "rrdbnet" not in self.default.name:
-                        raise ValueError(
+                        # The request asked for a backend this deployment cannot run.
+                        raise InvalidArgument(
                             "the torch RRDBNet backend needs GANFOLK_UPSCALE_CHECKPOINT on the service; "
                             "ask for backend AUTO, NCNN_REALESRGAN or LANCZOS"
                         )
