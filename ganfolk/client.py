@@ -104,7 +104,7 @@ class OutputError(RuntimeError):
     """An output could not be downloaded intact."""
 
 
-def _fetch(url: str, timeout: float = 60.0) -> bytes:
+def _fetch(url: str, timeout: float = 15.0) -> bytes:
     if not url.startswith(("http://", "https://")):
         raise OutputError(f"refusing to fetch {url[:40]!r}: not an http(s) URL")
     with urllib.request.urlopen(url, timeout=timeout) as reply:
