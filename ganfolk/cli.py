@@ -243,6 +243,94 @@ def _models(args: argparse.Namespace) -> int:
         return 1
 
 
+def _train_runs(args: argparse.Namespace) -> int:
+    """`ganfolk train list|status|watch`: the run registry on NATS, readable from any machine."""
+    import nats
+
+    from ganfolk.v1 import train_pb2
+    from services.stylegan.training import progress
+
+    url = args.nats_url or os.environ.get("GANFOLK_NATS_URL", "nats://127.0.0.1:4222")
+
+    async def quiet(exc: Exception) -> None:  # the connect failure below says it once
+        pass
+
+    async def run() -> int:
+        try:
+            nc = await nats.connect(
+                url, name="ganfolk-cli", connect_timeout=3, max_reconnect_attempts=3, error_cb=quiet
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            print(f"ganfolk train {args.action}: cannot reach NATS at {url} ({exc})", file=sys.stderr)
+            return 1
+        try:
+            js = nc.jetstream()
+            if args.action == "list":
+                runs = await progress.list_runs(js)
+                if args.state:
+                    runs = [r for r in runs if progress.state_name(r.state) == args.state]
+                print(progress.run_table(runs) if runs else "no training runs")
+            elif args.action == "status":
+                record = await progress.get_run(js, args.run)
+                if args.json:
+                    from google.protobuf.json_format import MessageToJson
+
+                    print(MessageToJson(record, preserving_proto_field_name=True))
+                else:
+                    print(progress.status_text(record))
+            else:
+                record = await progress.get_run(js, args.run)
+                print(f"run {record.run_id}: {progress.state_name(record.state)}", flush=True)
+                state = record.state
+                async for event in progress.follow(js, args.run, replay=not args.new_only):
+                    when = event.time.ToDatetime().strftime("%H:%M:%S")
+                    print(f"{when} {progress.event_line(event)}", flush=True)
+                    if event.WhichOneof("kind") == "finished":
+                        state = event.finished.state
+                if state == train_pb2.TRAIN_STATE_RUNNING:
+                    state = (await progress.get_run(js, args.run)).state
+                    print(f"run {record.run_id}: {progress.state_name(state)}")
+                return 0 if state == train_pb2.TRAIN_STATE_SUCCEEDED else 1
+        except progress.UnknownRun as exc:
+            print(f"ganfolk train {args.action}: {exc.args[0]}", file=sys.stderr)
+            return 1
+        finally:
+            await nc.close()
+        return 0
+
+    return asyncio.run(run())
+
+
+def _train_stylegan(args: argparse.Namespace) -> int:
+    from ganfolk.runtime.errors import InvalidArgument
+    from services.stylegan.training import run
+    from services.stylegan.training.config import config_from_args
+
+    try:
+        cfg = config_from_args(args)
+        # The same checks as --check, before any accelerator time: a bad option fails here, once.
+        plan = run.plan(cfg)
+        if args.check:
+            print(plan.describe())
+            return 0
+    except InvalidArgument as exc:
+        print(f"ganfolk train: {exc}", file=sys.stderr)
+        return 2
+    return run.start(cfg)
+
+
+def _add_train_stylegan_parser(actions: Any) -> None:
+    """`train stylegan` under the `train` command's sub-commands (beside list|status|watch)."""
+    from services.stylegan.training.config import add_arguments
+
+    stylegan = actions.add_parser(
+        "stylegan",
+        help="StyleGAN2-ADA on prepared images, with torchrun over --gpus/--nnodes; resumable",
+    )
+    add_arguments(stylegan)
+    stylegan.set_defaults(func=_train_stylegan)
+
+
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=0, help="StyleGAN samples to draw (default 1000)")
     p.add_argument("--task-size", type=int, default=0, help="samples per sample task (default 100)")
@@ -267,6 +355,21 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
 def _add_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="coordinator address (GANFOLK_COORDINATOR, default 127.0.0.1:50051)")
     p.add_argument("--token", help="bearer token (GANFOLK_COORDINATOR_AUTH_TOKEN)")
+
+
+def _add_train_run_parsers(actions: Any) -> None:
+    """`train list|status|watch` under the `train` command's sub-commands."""
+    listing = actions.add_parser("list", help="training runs: state, kimg, speed, ADA p, SWD, checkpoint")
+    listing.add_argument("--state", choices=("running", "succeeded", "failed", "cancelled"))
+    status = actions.add_parser("status", help="one run in detail, with the sampler's checkpoint setting")
+    status.add_argument("run", help="run id (as `ganfolk train list` shows it)")
+    status.add_argument("--json", action="store_true", help="the run's registry entry as JSON")
+    watch = actions.add_parser("watch", help="follow a run's progress until it finishes (Ctrl-C stops)")
+    watch.add_argument("run", help="run id")
+    watch.add_argument("--new-only", action="store_true", help="do not replay the latest event first")
+    for a in (listing, status, watch):
+        a.add_argument("--nats-url", help="NATS server (GANFOLK_NATS_URL, default nats://127.0.0.1:4222)")
+        a.set_defaults(func=_train_runs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     for a in (model_list, model_pull):
         a.add_argument("--manifest", help="a manifest in models.toml's format (default: the shipped one)")
     models.set_defaults(func=_models)
+
+    # One `train` command: `train stylegan` starts a run; list/status/watch read the registry.
+    train = sub.add_parser("train", help="train a generator; list, inspect and follow training runs")
+    train_actions = train.add_subparsers(dest="action", required=True)
+    _add_train_stylegan_parser(train_actions)
+    _add_train_run_parsers(train_actions)
 
     for name, func, text in (
         ("up", _up, "start nats-server, the object store and services in the background"),
