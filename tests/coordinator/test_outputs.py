@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 
+from ganfolk import cli
 from ganfolk.client import JobsClient, download_outputs
 from ganfolk.runtime import jetstream
 from ganfolk.runtime.images import decode_array
@@ -166,7 +167,29 @@ async def test_big_job_and_outputs_on_the_local_store(
     async with stack(monkeypatch, small_nats.url, str(tmp_path / "objects")) as (stub, target):
         job = await run_big_job(stub)
         kinds = await check_outputs(stub, job, target, tmp_path / "out")
+        # The CLI needs only the coordinator: a store it could not open changes nothing.
+        monkeypatch.setenv("GANFOLK_STORE_URL", "s3://nowhere?endpoint=127.0.0.1:9&secure=false")
+        argv = [
+            "jobs",
+            "get",
+            job.job_id,
+            "--out",
+            str(tmp_path / "cli"),
+            "--target",
+            target,
+            "--token",
+            TOKEN,
+        ]
+        assert await asyncio.to_thread(cli.main, argv) == 0
     assert kinds == {"chunk"}  # file:// URIs mean nothing to a remote client: bytes are streamed
+    saved = tmp_path / "cli" / job.job_id
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "best_sample.png",
+        "final.png",
+        "job.json",
+        "manifest.json",
+    ]
+    assert hashlib.sha256((saved / "final.png").read_bytes()).hexdigest() == job.final_image.sha256
 
 
 async def test_outputs_on_s3_are_presigned_urls(
