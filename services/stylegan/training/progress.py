@@ -112,9 +112,10 @@ _TICK_FIELDS = (
 class ProgressSettings(Settings):
     """Where rank 0 reports to (``GANFOLK_TRAIN_*`` plus the shared NATS and metrics settings)."""
 
-    # None: NATS when GANFOLK_NATS_URL is set or the default address answers.
+    # GANFOLK_TRAIN_REPORT_NATS; None: NATS when GANFOLK_NATS_URL is set or the default answers.
     train_report_nats: bool | None = None
-    # Bounds of stream GANFOLK_TRAIN (all runs together; oldest events go first).
+    # Bounds of stream GANFOLK_TRAIN, all runs together, oldest events first:
+    # GANFOLK_TRAIN_EVENTS_MAX_AGE_DAYS, GANFOLK_TRAIN_EVENTS_MAX_MB, GANFOLK_TRAIN_EVENTS_PER_RUN.
     train_events_max_age_days: float = 30.0
     train_events_max_mb: int = 256
     train_events_per_run: int = 20_000
