@@ -372,6 +372,16 @@ def _add_train_run_parsers(actions: Any) -> None:
         a.set_defaults(func=_train_runs)
 
 
+def _add_dataset_parser(sub: Any) -> None:
+    """`dataset collect|prepare|export|attribution|show`: the training-set tool (services/dataset)."""
+    from services.dataset.cli import add_arguments
+
+    dataset = sub.add_parser(
+        "dataset", help="build the training set: collect with licences, prepare, export, attribute, show"
+    )
+    add_arguments(dataset)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfolk", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -443,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_actions = train.add_subparsers(dest="action", required=True)
     _add_train_stylegan_parser(train_actions)
     _add_train_run_parsers(train_actions)
+    _add_dataset_parser(sub)
 
     for name, func, text in (
         ("up", _up, "start nats-server, the object store and services in the background"),
