@@ -256,9 +256,18 @@ def _train_runs(args: argparse.Namespace) -> int:
         pass
 
     async def run() -> int:
+        # Probe first, so a wrong address fails at once; once connected, `watch` rides out a
+        # broker restart of up to a minute.
         try:
+            if not progress.nats_answers(url, timeout=3.0):
+                raise ConnectionRefusedError("nothing answers there")
             nc = await nats.connect(
-                url, name="ganfolk-cli", connect_timeout=3, max_reconnect_attempts=3, error_cb=quiet
+                url,
+                name="ganfolk-cli",
+                connect_timeout=3,
+                max_reconnect_attempts=30,
+                reconnect_time_wait=2,
+                error_cb=quiet,
             )
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             print(f"ganfolk train {args.action}: cannot reach NATS at {url} ({exc})", file=sys.stderr)

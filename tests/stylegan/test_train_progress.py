@@ -332,7 +332,7 @@ def test_make_reporters_respects_rank_and_switch(monkeypatch: pytest.MonkeyPatch
     nats_reporter.close()
     # Nothing configured and nothing answering at the default address: no NATS reporter.
     monkeypatch.delenv("GANFOLK_NATS_URL")
-    monkeypatch.setattr(progress, "_answers", lambda url, timeout=0.3: False)
+    monkeypatch.setattr(progress, "nats_answers", lambda url, timeout=0.3: False)
     assert progress.make_reporters(None) == []
 
 
@@ -429,3 +429,59 @@ def test_cli_watch_fails_for_a_failed_run(
     threading.Timer(1.0, reporter.finished, args=("failed", "CUDA out of memory")).start()
     code, out, _ = ran(["train", "watch", run_id, "--nats-url", nats_server.url], capsys)
     assert code == 1 and "finished: failed (CUDA out of memory)" in out
+
+
+# ------------------------------------------------------------------------------ a real run
+
+
+def test_a_training_run_reports_to_nats_and_status_points_at_its_checkpoint(
+    nats_server: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ganfolk.runtime.hashing import file_sha256
+    from services.stylegan.training.config import TrainConfig
+    from services.stylegan.training.data import make_disc_dataset
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "GANFOLK_METRICS_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GANFOLK_NATS_URL", nats_server.url)
+    make_disc_dataset(tmp_path / "discs", 8, 32)
+    run_id = new_run()
+    cfg = TrainConfig(
+        str(tmp_path / "discs"),
+        str(tmp_path / "out"),
+        size=32,
+        batch=4,
+        iterations=2,
+        fmap_max=32,
+        style_dim=32,
+        n_mlp=2,
+        workers=0,
+        metric_images=8,
+        grid=4,
+        device="cpu",
+        log_every=1,
+        snapshot_kimg=0.008,
+        cache_dir=str(tmp_path / "cache"),
+        run_id=run_id,
+    )
+    assert cli.main(["train", "stylegan", *cfg.validate().to_argv()]) == 0
+    capsys.readouterr()
+
+    run, _ = entry(nats_server.url, run_id)
+    assert run.state == train_pb2.TRAIN_STATE_SUCCEEDED and run.last_tick.iteration == 2
+    assert run.config.size == 32 and run.config.batch == 4 and run.config.world_size == 1
+    assert "swd" in run.last_snapshot.metrics and run.snapshots >= 1
+    kinds = [e.WhichOneof("kind") for e in events(nats_server.url, run_id)]
+    assert kinds[0] == "started" and kinds.count("tick") == 2 and kinds[-1] == "finished"
+
+    code, out, _ = ran(["train", "status", run_id, "--nats-url", nats_server.url], capsys)
+    assert code == 0
+    settings_lines = dict(
+        line.split("=", 1) for line in out.splitlines() if line.startswith("GANFOLK_STYLEGAN_CHECKPOINT")
+    )
+    checkpoint = settings_lines["GANFOLK_STYLEGAN_CHECKPOINT"]
+    path = Path(checkpoint.removeprefix("file://"))
+    assert path.is_file() and file_sha256(path) == settings_lines["GANFOLK_STYLEGAN_CHECKPOINT_SHA256"]

@@ -67,6 +67,7 @@ __all__ = [
     "get_run",
     "list_runs",
     "make_reporters",
+    "nats_answers",
     "run_key",
     "run_table",
     "status_text",
@@ -720,7 +721,8 @@ def _rank() -> int:
         return 0
 
 
-def _answers(url: str, timeout: float = 0.3) -> bool:
+def nats_answers(url: str, timeout: float = 0.3) -> bool:
+    """Whether something accepts TCP connections at the (first) address of a NATS URL."""
     parsed = urllib.parse.urlsplit(url.split(",")[0])
     try:
         with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout=timeout):
@@ -757,7 +759,7 @@ def make_reporters(config: Any = None) -> list[Any]:
             reporters.append(PrometheusReporter())
     use_nats = settings.train_report_nats
     if use_nats is None:
-        use_nats = "GANFOLK_NATS_URL" in os.environ or _answers(settings.nats_url)
+        use_nats = "GANFOLK_NATS_URL" in os.environ or nats_answers(settings.nats_url)
     if use_nats:
         reporters.append(NatsReporter(settings.nats_url, settings))
     return reporters
