@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The text service asks Wikipedia by default; no test may reach a public host, and services
+# the tests start (in-process or as `ganfolk up` children) read this. Tests of the online
+# check point it at a MediaWiki stand-in on loopback.
+os.environ["GANFOLK_TEXT_WIKIPEDIA_API_URL"] = ""
 
 pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.s3"]
 

@@ -25,60 +25,61 @@ _sym_db = _symbol_database.Default()
 from ganfolk.v1 import common_pb2 as ganfolk_dot_v1_dot_common__pb2
 from ganfolk.v1 import mint_pb2 as ganfolk_dot_v1_dot_mint__pb2
 from ganfolk.v1 import stylegan_pb2 as ganfolk_dot_v1_dot_stylegan__pb2
+from ganfolk.v1 import text_pb2 as ganfolk_dot_v1_dot_text__pb2
 from ganfolk.v1 import upscale_pb2 as ganfolk_dot_v1_dot_upscale__pb2
 from ganfolk.v1 import vqgan_pb2 as ganfolk_dot_v1_dot_vqgan__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ganfolk/v1/jobs.proto\x12\nganfolk.v1\x1a\x17ganfolk/v1/common.proto\x1a\x15ganfolk/v1/mint.proto\x1a\x19ganfolk/v1/stylegan.proto\x1a\x18ganfolk/v1/upscale.proto\x1a\x16ganfolk/v1/vqgan.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x03\n\x07JobSpec\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x13\n\x0bnum_samples\x18\x02 \x01(\r\x12\x18\n\x10sample_task_size\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x1b\n\x0etruncation_psi\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12;\n\x13latent_distribution\x18\x06 \x01(\x0e\x32\x1e.ganfolk.v1.LatentDistribution\x12\r\n\x05top_k\x18\x07 \x01(\r\x12(\n\x06refine\x18\x08 \x01(\x0b\x32\x18.ganfolk.v1.RefineParams\x12(\n\x06\x66inish\x18\t \x01(\x0b\x32\x18.ganfolk.v1.FinishParams\x12\x16\n\x0erequire_review\x18\n \x01(\x08\x12\x0c\n\x04mint\x18\x0b \x01(\x08\x12\x11\n\trecipient\x18\x0c \x01(\t\x12\x1f\n\x12name_and_backstory\x18\r \x01(\x08H\x01\x88\x01\x01\x12\x14\n\x0c\x66orce_stages\x18\x0e \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0f \x01(\t\x12\x17\n\x0f\x63ollection_size\x18\x10 \x01(\rB\x11\n\x0f_truncation_psiB\x15\n\x13_name_and_backstory\"\x8b\x03\n\x0bStageStatus\x12 \n\x05stage\x18\x01 \x01(\x0e\x32\x11.ganfolk.v1.Stage\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.ganfolk.v1.JobState\x12\x0f\n\x07percent\x18\x03 \x01(\x02\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06images\x18\x08 \x03(\x0b\x32\x14.ganfolk.v1.ImageRef\x12\x13\n\x0btasks_total\x18\t \x01(\r\x12\x12\n\ntasks_done\x18\n \x03(\t\x12\x0f\n\x07skipped\x18\x0b \x01(\x08\x12\x13\n\x0bskip_reason\x18\x0c \x01(\t\x12\x14\n\x0cimages_total\x18\r \x01(\r\x12\x17\n\x0fmanifest_prefix\x18\x0e \x01(\t\"\x9d\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.ganfolk.v1.JobSpec\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.ganfolk.v1.JobState\x12 \n\x05stage\x18\x04 \x01(\x0e\x32\x11.ganfolk.v1.Stage\x12\x0f\n\x07percent\x18\x05 \x01(\x02\x12\'\n\x06stages\x18\x06 \x03(\x0b\x32\x17.ganfolk.v1.StageStatus\x12\x0e\n\x06prompt\x18\x07 \x01(\t\x12)\n\x0b\x62\x65st_sample\x18\x08 \x01(\x0b\x32\x14.ganfolk.v1.ImageRef\x12+\n\rrefined_image\x18\t \x01(\x0b\x32\x14.ganfolk.v1.ImageRef\x12)\n\x0b\x66inal_image\x18\n \x01(\x0b\x32\x14.ganfolk.v1.ImageRef\x12\x12\n\nfirst_name\x18\x0b \x01(\t\x12\x11\n\tlast_name\x18\x0c \x01(\t\x12\x11\n\tbackstory\x18\r \x01(\t\x12\'\n\x05token\x18\x0e \x01(\x0b\x32\x18.ganfolk.v1.MintResponse\x12\r\n\x05\x65rror\x18\x0f \x01(\t\x12*\n\nprovenance\x18\x10 \x03(\x0b\x32\x16.ganfolk.v1.Provenance\x12.\n\ncreated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x13 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x14 \x01(\t\x12\x10\n\x08\x63hildren\x18\x15 \x03(\t\x12\x11\n\tparent_id\x18\x16 \x01(\t\"\x9e\x01\n\x08JobEvent\x12 \n\x05stage\x18\x01 \x01(\x0e\x32\x11.ganfolk.v1.Stage\x12\x0f\n\x07percent\x18\x02 \x01(\x02\x12\x0f\n\x07message\x18\x03 \x01(\t\x12$\n\x06images\x18\x04 \x03(\x0b\x32\x14.ganfolk.v1.ImageRef\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\rSubmitRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.ganfolk.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"@\n\x0eSubmitResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"\x1c\n\nGetRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"+\n\x0bGetResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\"Y\n\x0bListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.ganfolk.v1.JobState\"F\n\x0cListResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.ganfolk.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"R\n\rWatchResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\x12#\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x14.ganfolk.v1.JobEvent\"/\n\rCancelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x0e\x43\x61ncelResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\"\x95\x01\n\rReviewRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12,\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x1a.ganfolk.v1.ReviewDecision\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12\x11\n\tbackstory\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\".\n\x0eReviewResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\"3\n\x11GetOutputsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\x08\"\xd5\x01\n\x12GetOutputsResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\r\n\x03url\x18\x06 \x01(\tH\x00\x12\x0f\n\x05\x63hunk\x18\x07 \x01(\x0cH\x00\x12\x32\n\x0eurl_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06offset\x18\t \x01(\x04\x42\t\n\x07\x63ontent*\xd1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x1d\n\x19JOB_STATE_AWAITING_REVIEW\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x16\n\x12JOB_STATE_REJECTED\x10\x07*\xbd\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_PROMPT\x10\x01\x12\x10\n\x0cSTAGE_SAMPLE\x10\x02\x12\x0e\n\nSTAGE_RANK\x10\x03\x12\x10\n\x0cSTAGE_REFINE\x10\x04\x12\x10\n\x0cSTAGE_FINISH\x10\x05\x12\x0e\n\nSTAGE_NAME\x10\x06\x12\x13\n\x0fSTAGE_BACKSTORY\x10\x07\x12\x10\n\x0cSTAGE_REVIEW\x10\x08\x12\x0e\n\nSTAGE_MINT\x10\t*\x84\x01\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x18\n\x14REVIEW_DECISION_EDIT\x10\x02\x12\x1a\n\x16REVIEW_DECISION_REJECT\x10\x03\x32\xd1\x03\n\nJobService\x12?\n\x06Submit\x12\x19.ganfolk.v1.SubmitRequest\x1a\x1a.ganfolk.v1.SubmitResponse\x12\x36\n\x03Get\x12\x16.ganfolk.v1.GetRequest\x1a\x17.ganfolk.v1.GetResponse\x12\x39\n\x04List\x12\x17.ganfolk.v1.ListRequest\x1a\x18.ganfolk.v1.ListResponse\x12>\n\x05Watch\x12\x18.ganfolk.v1.WatchRequest\x1a\x19.ganfolk.v1.WatchResponse0\x01\x12?\n\x06\x43\x61ncel\x12\x19.ganfolk.v1.CancelRequest\x1a\x1a.ganfolk.v1.CancelResponse\x12?\n\x06Review\x12\x19.ganfolk.v1.ReviewRequest\x1a\x1a.ganfolk.v1.ReviewResponse\x12M\n\nGetOutputs\x12\x1d.ganfolk.v1.GetOutputsRequest\x1a\x1e.ganfolk.v1.GetOutputsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ganfolk/v1/jobs.proto\x12\nganfolk.v1\x1a\x17ganfolk/v1/common.proto\x1a\x15ganfolk/v1/mint.proto\x1a\x19ganfolk/v1/stylegan.proto\x1a\x15ganfolk/v1/text.proto\x1a\x18ganfolk/v1/upscale.proto\x1a\x16ganfolk/v1/vqgan.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x04\n\x07JobSpec\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x13\n\x0bnum_samples\x18\x02 \x01(\r\x12\x18\n\x10sample_task_size\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x1b\n\x0etruncation_psi\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12;\n\x13latent_distribution\x18\x06 \x01(\x0e\x32\x1e.ganfolk.v1.LatentDistribution\x12\r\n\x05top_k\x18\x07 \x01(\r\x12(\n\x06refine\x18\x08 \x01(\x0b\x32\x18.ganfolk.v1.RefineParams\x12(\n\x06\x66inish\x18\t \x01(\x0b\x32\x18.ganfolk.v1.FinishParams\x12\x16\n\x0erequire_review\x18\n \x01(\x08\x12\x0c\n\x04mint\x18\x0b \x01(\x08\x12\x11\n\trecipient\x18\x0c \x01(\t\x12\x1f\n\x12name_and_backstory\x18\r \x01(\x08H\x01\x88\x01\x01\x12\x14\n\x0c\x66orce_stages\x18\x0e \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0f \x01(\t\x12\x17\n\x0f\x63ollection_size\x18\x10 \x01(\r\x12\x37\n\x11\x63ollection_filter\x18\x11 \x01(\x0b\x32\x1c.ganfolk.v1.CollectionFilter\x12\x15\n\rreserved_name\x18\x12 \x01(\tB\x11\n\x0f_truncation_psiB\x15\n\x13_name_and_backstory\"\x8b\x03\n\x0bStageStatus\x12 \n\x05stage\x18\x01 \x01(\x0e\x32\x11.ganfolk.v1.Stage\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.ganfolk.v1.JobState\x12\x0f\n\x07percent\x18\x03 \x01(\x02\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06images\x18\x08 \x03(\x0b\x32\x14.ganfolk.v1.ImageRef\x12\x13\n\x0btasks_total\x18\t \x01(\r\x12\x12\n\ntasks_done\x18\n \x03(\t\x12\x0f\n\x07skipped\x18\x0b \x01(\x08\x12\x13\n\x0bskip_reason\x18\x0c \x01(\t\x12\x14\n\x0cimages_total\x18\r \x01(\r\x12\x17\n\x0fmanifest_prefix\x18\x0e \x01(\t\"\x9d\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.ganfolk.v1.JobSpec\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.ganfolk.v1.JobState\x12 \n\x05stage\x18\x04 \x01(\x0e\x32\x11.ganfolk.v1.Stage\x12\x0f\n\x07percent\x18\x05 \x01(\x02\x12\'\n\x06stages\x18\x06 \x03(\x0b\x32\x17.ganfolk.v1.StageStatus\x12\x0e\n\x06prompt\x18\x07 \x01(\t\x12)\n\x0b\x62\x65st_sample\x18\x08 \x01(\x0b\x32\x14.ganfolk.v1.ImageRef\x12+\n\rrefined_image\x18\t \x01(\x0b\x32\x14.ganfolk.v1.ImageRef\x12)\n\x0b\x66inal_image\x18\n \x01(\x0b\x32\x14.ganfolk.v1.ImageRef\x12\x12\n\nfirst_name\x18\x0b \x01(\t\x12\x11\n\tlast_name\x18\x0c \x01(\t\x12\x11\n\tbackstory\x18\r \x01(\t\x12\'\n\x05token\x18\x0e \x01(\x0b\x32\x18.ganfolk.v1.MintResponse\x12\r\n\x05\x65rror\x18\x0f \x01(\t\x12*\n\nprovenance\x18\x10 \x03(\x0b\x32\x16.ganfolk.v1.Provenance\x12.\n\ncreated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x13 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x14 \x01(\t\x12\x10\n\x08\x63hildren\x18\x15 \x03(\t\x12\x11\n\tparent_id\x18\x16 \x01(\t\"\x9e\x01\n\x08JobEvent\x12 \n\x05stage\x18\x01 \x01(\x0e\x32\x11.ganfolk.v1.Stage\x12\x0f\n\x07percent\x18\x02 \x01(\x02\x12\x0f\n\x07message\x18\x03 \x01(\t\x12$\n\x06images\x18\x04 \x03(\x0b\x32\x14.ganfolk.v1.ImageRef\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\rSubmitRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.ganfolk.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"@\n\x0eSubmitResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"\x1c\n\nGetRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"+\n\x0bGetResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\"Y\n\x0bListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.ganfolk.v1.JobState\"F\n\x0cListResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.ganfolk.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"R\n\rWatchResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\x12#\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x14.ganfolk.v1.JobEvent\"/\n\rCancelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x0e\x43\x61ncelResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\"\x95\x01\n\rReviewRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12,\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x1a.ganfolk.v1.ReviewDecision\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12\x11\n\tbackstory\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\".\n\x0eReviewResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.ganfolk.v1.Job\"3\n\x11GetOutputsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\x08\"\xd5\x01\n\x12GetOutputsResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\r\n\x03url\x18\x06 \x01(\tH\x00\x12\x0f\n\x05\x63hunk\x18\x07 \x01(\x0cH\x00\x12\x32\n\x0eurl_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06offset\x18\t \x01(\x04\x42\t\n\x07\x63ontent*\xd1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x1d\n\x19JOB_STATE_AWAITING_REVIEW\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x16\n\x12JOB_STATE_REJECTED\x10\x07*\xbd\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_PROMPT\x10\x01\x12\x10\n\x0cSTAGE_SAMPLE\x10\x02\x12\x0e\n\nSTAGE_RANK\x10\x03\x12\x10\n\x0cSTAGE_REFINE\x10\x04\x12\x10\n\x0cSTAGE_FINISH\x10\x05\x12\x0e\n\nSTAGE_NAME\x10\x06\x12\x13\n\x0fSTAGE_BACKSTORY\x10\x07\x12\x10\n\x0cSTAGE_REVIEW\x10\x08\x12\x0e\n\nSTAGE_MINT\x10\t*\x84\x01\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x18\n\x14REVIEW_DECISION_EDIT\x10\x02\x12\x1a\n\x16REVIEW_DECISION_REJECT\x10\x03\x32\xd1\x03\n\nJobService\x12?\n\x06Submit\x12\x19.ganfolk.v1.SubmitRequest\x1a\x1a.ganfolk.v1.SubmitResponse\x12\x36\n\x03Get\x12\x16.ganfolk.v1.GetRequest\x1a\x17.ganfolk.v1.GetResponse\x12\x39\n\x04List\x12\x17.ganfolk.v1.ListRequest\x1a\x18.ganfolk.v1.ListResponse\x12>\n\x05Watch\x12\x18.ganfolk.v1.WatchRequest\x1a\x19.ganfolk.v1.WatchResponse0\x01\x12?\n\x06\x43\x61ncel\x12\x19.ganfolk.v1.CancelRequest\x1a\x1a.ganfolk.v1.CancelResponse\x12?\n\x06Review\x12\x19.ganfolk.v1.ReviewRequest\x1a\x1a.ganfolk.v1.ReviewResponse\x12M\n\nGetOutputs\x12\x1d.ganfolk.v1.GetOutputsRequest\x1a\x1e.ganfolk.v1.GetOutputsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ganfolk.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=2968
-  _globals['_JOBSTATE']._serialized_end=3177
-  _globals['_STAGE']._serialized_start=3180
-  _globals['_STAGE']._serialized_end=3369
-  _globals['_REVIEWDECISION']._serialized_start=3372
-  _globals['_REVIEWDECISION']._serialized_end=3504
-  _globals['_JOBSPEC']._serialized_start=196
-  _globals['_JOBSPEC']._serialized_end=671
-  _globals['_STAGESTATUS']._serialized_start=674
-  _globals['_STAGESTATUS']._serialized_end=1069
-  _globals['_JOB']._serialized_start=1072
-  _globals['_JOB']._serialized_end=1741
-  _globals['_JOBEVENT']._serialized_start=1744
-  _globals['_JOBEVENT']._serialized_end=1902
-  _globals['_SUBMITREQUEST']._serialized_start=1904
-  _globals['_SUBMITREQUEST']._serialized_end=1979
-  _globals['_SUBMITRESPONSE']._serialized_start=1981
-  _globals['_SUBMITRESPONSE']._serialized_end=2045
-  _globals['_GETREQUEST']._serialized_start=2047
-  _globals['_GETREQUEST']._serialized_end=2075
-  _globals['_GETRESPONSE']._serialized_start=2077
-  _globals['_GETRESPONSE']._serialized_end=2120
-  _globals['_LISTREQUEST']._serialized_start=2122
-  _globals['_LISTREQUEST']._serialized_end=2211
-  _globals['_LISTRESPONSE']._serialized_start=2213
-  _globals['_LISTRESPONSE']._serialized_end=2283
-  _globals['_WATCHREQUEST']._serialized_start=2285
-  _globals['_WATCHREQUEST']._serialized_end=2315
-  _globals['_WATCHRESPONSE']._serialized_start=2317
-  _globals['_WATCHRESPONSE']._serialized_end=2399
-  _globals['_CANCELREQUEST']._serialized_start=2401
-  _globals['_CANCELREQUEST']._serialized_end=2448
-  _globals['_CANCELRESPONSE']._serialized_start=2450
-  _globals['_CANCELRESPONSE']._serialized_end=2496
-  _globals['_REVIEWREQUEST']._serialized_start=2499
-  _globals['_REVIEWREQUEST']._serialized_end=2648
-  _globals['_REVIEWRESPONSE']._serialized_start=2650
-  _globals['_REVIEWRESPONSE']._serialized_end=2696
-  _globals['_GETOUTPUTSREQUEST']._serialized_start=2698
-  _globals['_GETOUTPUTSREQUEST']._serialized_end=2749
-  _globals['_GETOUTPUTSRESPONSE']._serialized_start=2752
-  _globals['_GETOUTPUTSRESPONSE']._serialized_end=2965
-  _globals['_JOBSERVICE']._serialized_start=3507
-  _globals['_JOBSERVICE']._serialized_end=3972
+  _globals['_JOBSTATE']._serialized_start=3071
+  _globals['_JOBSTATE']._serialized_end=3280
+  _globals['_STAGE']._serialized_start=3283
+  _globals['_STAGE']._serialized_end=3472
+  _globals['_REVIEWDECISION']._serialized_start=3475
+  _globals['_REVIEWDECISION']._serialized_end=3607
+  _globals['_JOBSPEC']._serialized_start=219
+  _globals['_JOBSPEC']._serialized_end=774
+  _globals['_STAGESTATUS']._serialized_start=777
+  _globals['_STAGESTATUS']._serialized_end=1172
+  _globals['_JOB']._serialized_start=1175
+  _globals['_JOB']._serialized_end=1844
+  _globals['_JOBEVENT']._serialized_start=1847
+  _globals['_JOBEVENT']._serialized_end=2005
+  _globals['_SUBMITREQUEST']._serialized_start=2007
+  _globals['_SUBMITREQUEST']._serialized_end=2082
+  _globals['_SUBMITRESPONSE']._serialized_start=2084
+  _globals['_SUBMITRESPONSE']._serialized_end=2148
+  _globals['_GETREQUEST']._serialized_start=2150
+  _globals['_GETREQUEST']._serialized_end=2178
+  _globals['_GETRESPONSE']._serialized_start=2180
+  _globals['_GETRESPONSE']._serialized_end=2223
+  _globals['_LISTREQUEST']._serialized_start=2225
+  _globals['_LISTREQUEST']._serialized_end=2314
+  _globals['_LISTRESPONSE']._serialized_start=2316
+  _globals['_LISTRESPONSE']._serialized_end=2386
+  _globals['_WATCHREQUEST']._serialized_start=2388
+  _globals['_WATCHREQUEST']._serialized_end=2418
+  _globals['_WATCHRESPONSE']._serialized_start=2420
+  _globals['_WATCHRESPONSE']._serialized_end=2502
+  _globals['_CANCELREQUEST']._serialized_start=2504
+  _globals['_CANCELREQUEST']._serialized_end=2551
+  _globals['_CANCELRESPONSE']._serialized_start=2553
+  _globals['_CANCELRESPONSE']._serialized_end=2599
+  _globals['_REVIEWREQUEST']._serialized_start=2602
+  _globals['_REVIEWREQUEST']._serialized_end=2751
+  _globals['_REVIEWRESPONSE']._serialized_start=2753
+  _globals['_REVIEWRESPONSE']._serialized_end=2799
+  _globals['_GETOUTPUTSREQUEST']._serialized_start=2801
+  _globals['_GETOUTPUTSREQUEST']._serialized_end=2852
+  _globals['_GETOUTPUTSRESPONSE']._serialized_start=2855
+  _globals['_GETOUTPUTSRESPONSE']._serialized_end=3068
+  _globals['_JOBSERVICE']._serialized_start=3610
+  _globals['_JOBSERVICE']._serialized_end=4075
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 from ganfolk.v1 import common_pb2 as _common_pb2
 from ganfolk.v1 import mint_pb2 as _mint_pb2
 from ganfolk.v1 import stylegan_pb2 as _stylegan_pb2
+from ganfolk.v1 import text_pb2 as _text_pb2
 from ganfolk.v1 import upscale_pb2 as _upscale_pb2
 from ganfolk.v1 import vqgan_pb2 as _vqgan_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -69,7 +70,7 @@ REVIEW_DECISION_EDIT: ReviewDecision
 REVIEW_DECISION_REJECT: ReviewDecision
 
 class JobSpec(_message.Message):
-    __slots__ = ("prompt", "num_samples", "sample_task_size", "seed", "truncation_psi", "latent_distribution", "top_k", "refine", "finish", "require_review", "mint", "recipient", "name_and_backstory", "force_stages", "description", "collection_size")
+    __slots__ = ("prompt", "num_samples", "sample_task_size", "seed", "truncation_psi", "latent_distribution", "top_k", "refine", "finish", "require_review", "mint", "recipient", "name_and_backstory", "force_stages", "description", "collection_size", "collection_filter", "reserved_name")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_TASK_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +87,8 @@ class JobSpec(_message.Message):
     FORCE_STAGES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_SIZE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FILTER_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_NAME_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     num_samples: int
     sample_task_size: int
@@ -102,7 +105,9 @@ class JobSpec(_message.Message):
     force_stages: bool
     description: str
     collection_size: int
-    def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ..., name_and_backstory: _Optional[bool] = ..., force_stages: _Optional[bool] = ..., description: _Optional[str] = ..., collection_size: _Optional[int] = ...) -> None: ...
+    collection_filter: _text_pb2.CollectionFilter
+    reserved_name: str
+    def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ..., name_and_backstory: _Optional[bool] = ..., force_stages: _Optional[bool] = ..., description: _Optional[str] = ..., collection_size: _Optional[int] = ..., collection_filter: _Optional[_Union[_text_pb2.CollectionFilter, _Mapping]] = ..., reserved_name: _Optional[str] = ...) -> None: ...
 
 class StageStatus(_message.Message):
     __slots__ = ("stage", "state", "percent", "attempts", "error", "started_at", "finished_at", "images", "tasks_total", "tasks_done", "skipped", "skip_reason", "images_total", "manifest_prefix")

@@ -25,27 +25,29 @@ _sym_db = _symbol_database.Default()
 from ganfolk.v1 import common_pb2 as ganfolk_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ganfolk/v1/text.proto\x12\nganfolk.v1\x1a\x17ganfolk/v1/common.proto\"_\n\x0ePromptsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\x04seed\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\"\n\x04meta\x18\x0f \x01(\x0b\x32\x14.ganfolk.v1.TaskMetaB\x07\n\x05_seed\"f\n\x0ePortraitPrompt\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06medium\x18\x02 \x01(\t\x12\x11\n\tadjective\x18\x03 \x01(\t\x12\x13\n\x0bnationality\x18\x04 \x01(\t\x12\x0e\n\x06person\x18\x05 \x01(\t\"j\n\x0fPromptsResponse\x12+\n\x07prompts\x18\x01 \x03(\x0b\x32\x1a.ganfolk.v1.PortraitPrompt\x12*\n\nprovenance\x18\x02 \x01(\x0b\x32\x16.ganfolk.v1.Provenance\"\x8e\x01\n\x0bNameRequest\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x19\n\x0cmax_attempts\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\"\n\x04meta\x18\x0f \x01(\x0b\x32\x14.ganfolk.v1.TaskMetaB\x0f\n\r_max_attemptsB\x07\n\x05_seed\"\x85\x01\n\x0cNameResponse\x12\x12\n\nfirst_name\x18\x01 \x01(\t\x12\x11\n\tlast_name\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x03(\t\x12*\n\nprovenance\x18\x05 \x01(\x0b\x32\x16.ganfolk.v1.Provenance\"\x9b\x01\n\x10\x42\x61\x63kstoryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x16\n\tmax_words\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\"\n\x04meta\x18\x0f \x01(\x0b\x32\x14.ganfolk.v1.TaskMetaB\x0c\n\n_max_wordsB\x07\n\x05_seed\"R\n\x11\x42\x61\x63kstoryResponse\x12\x11\n\tbackstory\x18\x01 \x01(\t\x12*\n\nprovenance\x18\x02 \x01(\x0b\x32\x16.ganfolk.v1.Provenance2\xd6\x01\n\x0bTextService\x12\x42\n\x07Prompts\x12\x1a.ganfolk.v1.PromptsRequest\x1a\x1b.ganfolk.v1.PromptsResponse\x12\x39\n\x04Name\x12\x17.ganfolk.v1.NameRequest\x1a\x18.ganfolk.v1.NameResponse\x12H\n\tBackstory\x12\x1c.ganfolk.v1.BackstoryRequest\x1a\x1d.ganfolk.v1.BackstoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ganfolk/v1/text.proto\x12\nganfolk.v1\x1a\x17ganfolk/v1/common.proto\"\xa1\x01\n\x0ePromptsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\x04seed\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12,\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1c.ganfolk.v1.CollectionFilter\x12\x12\n\nwith_names\x18\x04 \x01(\x08\x12\"\n\x04meta\x18\x0f \x01(\x0b\x32\x14.ganfolk.v1.TaskMetaB\x07\n\x05_seed\"]\n\x10\x43ollectionFilter\x12\x15\n\rnationalities\x18\x01 \x03(\t\x12\x12\n\nage_groups\x18\x02 \x03(\t\x12\x0f\n\x07genders\x18\x03 \x03(\t\x12\r\n\x05media\x18\x04 \x03(\t\"\xc6\x01\n\x0ePortraitPrompt\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06medium\x18\x02 \x01(\t\x12\x11\n\tadjective\x18\x03 \x01(\t\x12\x13\n\x0bnationality\x18\x04 \x01(\t\x12\x0e\n\x06person\x18\x05 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x06 \x01(\t\x12\x0e\n\x06gender\x18\x07 \x01(\t\x12\x11\n\tage_group\x18\x08 \x01(\t\x12\x12\n\nfirst_name\x18\t \x01(\t\x12\x11\n\tlast_name\x18\n \x01(\t\"j\n\x0fPromptsResponse\x12+\n\x07prompts\x18\x01 \x03(\x0b\x32\x1a.ganfolk.v1.PortraitPrompt\x12*\n\nprovenance\x18\x02 \x01(\x0b\x32\x16.ganfolk.v1.Provenance\"\xbc\x01\n\x0bNameRequest\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x19\n\x0cmax_attempts\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x15\n\rexclude_names\x18\x04 \x03(\t\x12\x15\n\rreserved_name\x18\x05 \x01(\t\x12\"\n\x04meta\x18\x0f \x01(\x0b\x32\x14.ganfolk.v1.TaskMetaB\x0f\n\r_max_attemptsB\x07\n\x05_seed\"\xab\x01\n\x0cNameResponse\x12\x12\n\nfirst_name\x18\x01 \x01(\t\x12\x11\n\tlast_name\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x03(\t\x12*\n\nprovenance\x18\x05 \x01(\x0b\x32\x16.ganfolk.v1.Provenance\x12\x14\n\x0c\x63ountry_code\x18\x06 \x01(\t\x12\x0e\n\x06gender\x18\x07 \x01(\t\"\x9b\x01\n\x10\x42\x61\x63kstoryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x16\n\tmax_words\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\"\n\x04meta\x18\x0f \x01(\x0b\x32\x14.ganfolk.v1.TaskMetaB\x0c\n\n_max_wordsB\x07\n\x05_seed\"R\n\x11\x42\x61\x63kstoryResponse\x12\x11\n\tbackstory\x18\x01 \x01(\t\x12*\n\nprovenance\x18\x02 \x01(\x0b\x32\x16.ganfolk.v1.Provenance2\xd6\x01\n\x0bTextService\x12\x42\n\x07Prompts\x12\x1a.ganfolk.v1.PromptsRequest\x1a\x1b.ganfolk.v1.PromptsResponse\x12\x39\n\x04Name\x12\x17.ganfolk.v1.NameRequest\x1a\x18.ganfolk.v1.NameResponse\x12H\n\tBackstory\x12\x1c.ganfolk.v1.BackstoryRequest\x1a\x1d.ganfolk.v1.BackstoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ganfolk.v1.text_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROMPTSREQUEST']._serialized_start=62
-  _globals['_PROMPTSREQUEST']._serialized_end=157
-  _globals['_PORTRAITPROMPT']._serialized_start=159
-  _globals['_PORTRAITPROMPT']._serialized_end=261
-  _globals['_PROMPTSRESPONSE']._serialized_start=263
-  _globals['_PROMPTSRESPONSE']._serialized_end=369
-  _globals['_NAMEREQUEST']._serialized_start=372
-  _globals['_NAMEREQUEST']._serialized_end=514
-  _globals['_NAMERESPONSE']._serialized_start=517
-  _globals['_NAMERESPONSE']._serialized_end=650
-  _globals['_BACKSTORYREQUEST']._serialized_start=653
-  _globals['_BACKSTORYREQUEST']._serialized_end=808
-  _globals['_BACKSTORYRESPONSE']._serialized_start=810
-  _globals['_BACKSTORYRESPONSE']._serialized_end=892
-  _globals['_TEXTSERVICE']._serialized_start=895
-  _globals['_TEXTSERVICE']._serialized_end=1109
+  _globals['_PROMPTSREQUEST']._serialized_start=63
+  _globals['_PROMPTSREQUEST']._serialized_end=224
+  _globals['_COLLECTIONFILTER']._serialized_start=226
+  _globals['_COLLECTIONFILTER']._serialized_end=319
+  _globals['_PORTRAITPROMPT']._serialized_start=322
+  _globals['_PORTRAITPROMPT']._serialized_end=520
+  _globals['_PROMPTSRESPONSE']._serialized_start=522
+  _globals['_PROMPTSRESPONSE']._serialized_end=628
+  _globals['_NAMEREQUEST']._serialized_start=631
+  _globals['_NAMEREQUEST']._serialized_end=819
+  _globals['_NAMERESPONSE']._serialized_start=822
+  _globals['_NAMERESPONSE']._serialized_end=993
+  _globals['_BACKSTORYREQUEST']._serialized_start=996
+  _globals['_BACKSTORYREQUEST']._serialized_end=1151
+  _globals['_BACKSTORYRESPONSE']._serialized_start=1153
+  _globals['_BACKSTORYRESPONSE']._serialized_end=1235
+  _globals['_TEXTSERVICE']._serialized_start=1238
+  _globals['_TEXTSERVICE']._serialized_end=1452
 # @@protoc_insertion_point(module_scope)

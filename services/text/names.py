@@ -1,33 +1,77 @@
-"""First and last names per nationality for the template writer.
+"""First and last names per country, and the check that a name fits a person's country and gender.
 
-Real per-country name data comes from the ``names-dataset`` package (the most common
-first names by gender and last names of 105 countries). It takes about 2 GB and 15 s to
-load, so it is loaded once, lazily, on the first template name. Nationalities it lacks
-(and installs without it) use the curated table in ``core.NAMES``.
+Real per-country name data comes from the ``names-dataset`` package (first names with their
+gender shares and last names, ranked in each of 105 countries). It takes about 2 GB and 15 s to
+load, so it is loaded once per process, lazily, on the first name that needs it. Countries it
+lacks, and installs without it, use the curated table below.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
+
+from services.text.countries import is_country_word
 
 log = logging.getLogger(__name__)
 
-ALPHA2 = {
-    "Turkish": "TR", "Iranian": "IR", "Lebanese": "LB", "Egyptian": "EG", "Moroccan": "MA",
-    "Kenyan": "KE", "Nigerian": "NG", "Ghanaian": "GH", "Ethiopian": "ET", "Senegalese": "SN",
-    "Indian": "IN", "Pakistani": "PK", "Bangladeshi": "BD", "Nepalese": "NP", "Chinese": "CN",
-    "Japanese": "JP", "Korean": "KR", "Vietnamese": "VN", "Indonesian": "ID", "Filipino": "PH",
-    "Thai": "TH", "Mongolian": "MN", "Brazilian": "BR", "Mexican": "MX", "Peruvian": "PE",
-    "Colombian": "CO", "Argentinian": "AR", "Jamaican": "JM", "Haitian": "HT", "French": "FR",
-    "Italian": "IT", "Spanish": "ES", "Polish": "PL", "Swedish": "SE", "Greek": "GR",
-    "Russian": "RU", "Samoan": "WS", "Fijian": "FJ",
-}  # fmt: skip
-
+# alpha-2: male first names | female first names | surnames. Used where names-dataset has no data.
+_CURATED = """
+    TR: Emre Burak Mert | Elif Zeynep Defne | Yilmaz Kaya Demirci
+    IR: Dariush Kaveh Arash | Shirin Parisa Laleh | Rostami Karimi Farahani
+    LB: Karim Elie Nadim | Rania Maya Lina | Haddad Khoury Nassar
+    EG: Omar Tarek Youssef | Nour Salma Hana | Mansour Saleh Farouk
+    MA: Yassine Hamza Anas | Imane Salma Houda | Benali Alaoui Tazi
+    KE: Otieno Kamau Kipchoge | Achieng Wanjiru Njeri | Mwangi Odhiambo Wekesa
+    NG: Chinedu Tunde Emeka | Ngozi Adaeze Folake | Okafor Adeyemi Eze
+    GH: Kwame Kofi Yaw | Ama Akosua Efua | Mensah Boateng Owusu
+    ET: Dawit Yonas Tesfaye | Selam Hiwot Meron | Bekele Tadesse Girma
+    SN: Moussa Ousmane Cheikh | Awa Fatou Aminata | Diallo Ndiaye Faye
+    IN: Arjun Rohan Vikram | Ananya Priya Meera | Sharma Iyer Reddy
+    PK: Bilal Usman Faisal | Ayesha Sana Hira | Qureshi Malik Chaudhry
+    BD: Rafiq Tanvir Arif | Nusrat Farzana Sharmin | Rahman Hossain Akter
+    NP: Bikash Suman Prakash | Sita Anjali Pooja | Shrestha Gurung Thapa
+    CN: Wei Jian Hao | Mei Lian Xiu | Wang Zhou Lin
+    JP: Haruto Ren Sota | Yui Aoi Hana | Tanaka Suzuki Watanabe
+    KR: Minjun Jiho Seojun | Jiwoo Seoyeon Hayun | Kim Park Choi
+    VN: Minh Tuan Quang | Linh Thao Mai | Nguyen Tran Pham
+    ID: Budi Agus Rizky | Siti Dewi Putri | Santoso Wijaya Saputra
+    PH: Jose Mark Paolo | Maria Angel Joy | Santos Reyes Bautista
+    TH: Somchai Anan Krit | Malee Siriporn Ploy | Saetang Wongsa Chaiyasit
+    MN: Bat Ganbold Temuulen | Saraa Oyun Nomin | Batbayar Enkhbat Ganzorig
+    BR: Lucas Gabriel Thiago | Sofia Beatriz Larissa | Santos Oliveira Souza
+    MX: Diego Mateo Santiago | Valeria Ximena Camila | Hernandez Ramirez Flores
+    PE: Jorge Luis Renzo | Rosa Milagros Lucia | Quispe Mamani Huaman
+    CO: Andres Camilo Julian | Daniela Mariana Paula | Restrepo Cardona Rojas
+    AR: Facundo Martin Nicolas | Agustina Florencia Julieta | Gonzalez Ferreyra Acosta
+    JM: Andre Damion Marlon | Shanice Kimone Tanisha | Campbell Brown Thompson
+    HT: Jean Wilson Frantz | Nadege Fabienne Mirlande | Pierre Joseph Charles
+    FR: Louis Hugo Theo | Camille Chloe Manon | Martin Bernard Moreau
+    IT: Matteo Lorenzo Marco | Giulia Chiara Francesca | Rossi Esposito Ricci
+    ES: Pablo Alvaro Sergio | Lucia Carmen Elena | Garcia Fernandez Lopez
+    PL: Jakub Kacper Piotr | Zofia Maja Kasia | Nowak Kowalczyk Wozniak
+    SE: Erik Lars Oskar | Astrid Elsa Ingrid | Lindqvist Berg Nilsson
+    GR: Nikos Giorgos Dimitris | Eleni Katerina Sofia | Papadopoulos Nikolaidis Georgiou
+    RU: Dmitri Alexei Ivan | Anastasia Olga Tatiana | Ivanov Smirnov Volkov
+    WS: Sione Tavita Filipo | Malia Leilani Losa | Tuilagi Faleolo Leota
+    FJ: Josefa Semi Viliame | Adi Litia Mere | Naivalu Tuilevu Ravula
+"""
 Pools = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+CURATED: dict[str, Pools] = {
+    code.strip(): tuple(tuple(group.split()) for group in rest.split("|"))  # type: ignore[misc]
+    for code, rest in (line.split(":") for line in _CURATED.strip().splitlines())
+}
+# A name's gender counts when this share of its bearers has it.
+GENDER_SHARE = 0.5
+# Abbreviations and particles the dataset lists as names.
+_NOT_NAMES = frozenset({"Md", "Mohd", "Muhd", "Hj", "Hjh", "Om", "Oum", "Ben", "Bin", "Binti", "Abu", "Ibn"})
 _LOAD_LOCK = threading.Lock()
+_GENDER_WORD = {"m": "male", "f": "female"}
 
 
 @functools.cache
@@ -42,26 +86,86 @@ def _name_dataset() -> Any:
     return NameDataset()
 
 
-def _clean(names: Any) -> tuple[str, ...]:
-    """Single capitalised alphabetic words only (the dataset has initials and junk)."""
-    return tuple(
-        n for n in names or () if isinstance(n, str) and n.isalpha() and len(n) > 1 and n[0].isupper()
-    )
+def _usable(name: str) -> bool:
+    """Single capitalised words in Latin script only: the dataset has initials and junk, and
+    a name in Cyrillic or Arabic script would stand out in an English backstory."""
+    if not (name.isalpha() and len(name) > 1 and name[0].isupper() and not name.isupper()):
+        return False
+    if not _VOWEL.search(name) or name in _NOT_NAMES or is_country_word(name):
+        return False  # "Brunei", "Cambodia": what users typed in the name field
+    return all(c.isascii() or "LATIN" in unicodedata.name(c, "") for c in name)
+
+
+_VOWEL = re.compile(r"[aeiouyAEIOUY]|[^\x00-\x7f]")  # "Hm", "Bn" are initials; "Hélène" is fine
+
+
+def _majority_gender(info: dict[str, Any]) -> str:
+    shares = info.get("gender") or {}
+    male, female = shares.get("M") or 0.0, shares.get("F") or 0.0
+    if male >= GENDER_SHARE and male > female:
+        return "m"
+    if female >= GENDER_SHARE and female > male:
+        return "f"
+    return ""
+
+
+@functools.cache
+def _top_pools(top: int) -> dict[str, Pools]:
+    """Every country's ``top`` male, female and last names in one pass over the dataset.
+
+    names-dataset's own ``get_top_names`` scans all 700,000 first names per call; one pass for
+    every country costs about the same as two of those calls.
+    """
+    dataset = _name_dataset()
+    firsts: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    lasts: dict[str, list[tuple[int, str]]] = {}
+    for name, info in dataset.first_names.items():
+        gender = _majority_gender(info)
+        if not gender or not _usable(name):
+            continue
+        for code, rank in info["rank"].items():
+            if rank is not None:
+                firsts.setdefault((code, gender), []).append((rank, name))
+    for name, info in dataset.last_names.items():
+        if not _usable(name):
+            continue
+        for code, rank in info["rank"].items():
+            if rank is not None:
+                lasts.setdefault(code, []).append((rank, name))
+
+    def best(ranked: list[tuple[int, str]]) -> tuple[str, ...]:
+        return tuple(name for _, name in sorted(ranked)[:top])
+
+    out: dict[str, Pools] = {}
+    for code in dataset.country_codes:
+        males, females = best(firsts.get((code, "m"), [])), best(firsts.get((code, "f"), []))
+        pools = (males, females, best(lasts.get(code, [])))
+        if all(pools):
+            out[code] = pools
+    return out
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a name fits a person's country and gender; ``reason`` is None when it does."""
+
+    reason: str | None
+    checked: bool  # False when there was no data to check against
 
 
 class NameSource:
-    """names-dataset's top names per country, or None where it has none."""
+    """names-dataset's names per country (the curated table where it has none) and the fit check."""
 
     def __init__(self, enabled: bool = True, top: int = 30) -> None:
         self.enabled = enabled
         self.top = top
-        self._cache: dict[str, Pools | None] = {}
 
     @property
     def name(self) -> str:
-        return "names-dataset" if self.enabled and self._load() is not None else "curated table"
+        return "names-dataset" if self.dataset() is not None else "curated table"
 
-    def _load(self) -> Any:
+    def dataset(self) -> Any:
+        """The loaded dataset, or None when disabled or not installed."""
         if not self.enabled:
             return None
         with _LOAD_LOCK:
@@ -70,20 +174,47 @@ class NameSource:
             self.enabled = False
         return dataset
 
-    def pools(self, nationality: str) -> Pools | None:
-        """(male first names, female first names, last names), each non-empty, or None."""
-        code = ALPHA2.get(nationality)
-        if code is None or not self.enabled:
-            return None
-        if nationality not in self._cache:
-            dataset = self._load()
-            result = None
-            if dataset is not None:
-                first = dataset.get_top_names(n=self.top, country_alpha2=code).get(code, {})
-                last = dataset.get_top_names(n=self.top, use_first_names=False, country_alpha2=code).get(
-                    code, []
-                )
-                pools = (_clean(first.get("M")), _clean(first.get("F")), _clean(last))
-                result = pools if all(pools) else None
-            self._cache[nationality] = result
-        return self._cache[nationality]
+    def has_data(self, code: str) -> bool:
+        """Whether names for ``code`` exist without looking at the dataset's content."""
+        return code in CURATED or (self.dataset() is not None and code in self.dataset().country_codes)
+
+    def pools(self, code: str) -> Pools | None:
+        """(male first names, female first names, last names) of a country, or None."""
+        if self.dataset() is not None:
+            with _LOAD_LOCK:
+                found = _top_pools(self.top).get(code)
+            if found:
+                return found
+        return CURATED.get(code)
+
+    def fits(self, first: str, last: str, code: str, gender: str) -> Fit:
+        """Whether ``first`` is a first name of ``code`` of ``gender`` ("" for either) and ``last``
+        a surname there, as names-dataset knows them (a name counts in the ten countries where
+        most of its bearers live). Unchecked when the dataset has no data for the country."""
+        dataset = self.dataset()
+        if dataset is None:
+            return Fit(None, checked=False)
+        if code not in dataset.country_codes:
+            # No country data (Kenya, Senegal ...): the gender can still be checked.
+            info = _lookup(dataset.first_names, first)
+            if gender and info is not None and _majority_gender(info) not in (gender, ""):
+                return Fit(f"{first} is not a {_GENDER_WORD[gender]} first name (names-dataset)", True)
+            return Fit(None, checked=False)
+        info = _lookup(dataset.first_names, first)
+        if info is None or code not in info["country"]:
+            return Fit(f"{first} is not a first name in {code} (names-dataset)", checked=True)
+        if gender and _majority_gender(info) != gender:
+            return Fit(f"{first} is not a {_GENDER_WORD[gender]} first name (names-dataset)", checked=True)
+        surname = _lookup(dataset.last_names, last)
+        if surname is None or code not in surname["country"]:
+            return Fit(f"{last} is not a surname in {code} (names-dataset)", checked=True)
+        return Fit(None, checked=True)
+
+
+def _lookup(table: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The entry of ``name``; a compound ("Anne-Marie") by its first part when whole is unknown."""
+    for key in (name, name.split("-")[0], name.split("'")[-1]):
+        info = table.get(key.strip().title())
+        if info is not None:
+            return info  # type: ignore[no-any-return]
+    return None

@@ -8,12 +8,30 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.models import model_ref, provenance
 from ganfolk.runtime.protos import optional
 from ganfolk.v1 import common_pb2, text_pb2
 from services.text.config import TextSettings
-from services.text.core import Outcome, TextCore, has_control_chars
+from services.text.core import (
+    GENDER_WORDS,
+    CollectionFilter,
+    Outcome,
+    PromptParts,
+    TextCore,
+    check_medium,
+    full_name_key,
+    has_control_chars,
+)
+from services.text.countries import resolve
+from services.text.notability import OFFLINE_ONLY
+from services.text.persons import age_group, gender_code
+
+# Bounds on a request's lists, so a request cannot make the service do unbounded work.
+MAX_FILTER_VALUES = 120
+MAX_EXCLUDED_NAMES = 1000
 
 
 def _text(value: str, field: str, limit: int) -> str:
@@ -47,7 +65,56 @@ def _provenance(
     source = core.llm.base_url if core.llm else ""
     model = model_ref(core.model_name, source)
     parameters = {**params, "attempts": outcome.attempts, "llm_calls": outcome.llm_calls}
-    return provenance("text", [model], parameters, started, seeds=[seed], fallbacks=outcome.fallbacks)
+    fallbacks = list(outcome.fallbacks)
+    if OFFLINE_ONLY in outcome.notes and OFFLINE_ONLY not in fallbacks:
+        fallbacks.append(OFFLINE_ONLY)
+    if outcome.notes:
+        parameters["notes"] = list(outcome.notes)
+    return provenance("text", [model], parameters, started, seeds=[seed], fallbacks=fallbacks)
+
+
+def _values(values: Any, field: str) -> list[str]:
+    items = [str(v).strip() for v in values if str(v).strip()]
+    if len(items) > MAX_FILTER_VALUES:
+        raise InvalidArgument(f"filter.{field} has {len(items)} values, at most {MAX_FILTER_VALUES}")
+    for item in items:
+        if has_control_chars(item) or len(item) > 60:
+            raise InvalidArgument(f"filter.{field} value {item[:60]!r} is too long or has control characters")
+    return items
+
+
+def collection_filter(message: text_pb2.CollectionFilter) -> CollectionFilter:
+    """The filter of a Prompts request; InvalidArgument names the value to fix and what is accepted."""
+    try:
+        countries: list[str] = []
+        for value in _values(message.nationalities, "nationalities"):
+            countries.extend(resolve(value))
+        ages = [age_group(v) for v in _values(message.age_groups, "age_groups")]
+        genders = [gender_code(v) for v in _values(message.genders, "genders")]
+        media = [check_medium(v) for v in _values(message.media, "media")]
+    except ValueError as exc:
+        raise InvalidArgument(f"filter: {exc}") from exc
+    return CollectionFilter(_unique(countries), _unique(ages), _unique(genders), _unique(media))
+
+
+def _unique(items: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _portrait(p: PromptParts) -> text_pb2.PortraitPrompt:
+    person = p.subject
+    return text_pb2.PortraitPrompt(
+        text=p.text,
+        medium=p.medium,
+        adjective=p.adjective,
+        nationality=p.nationality,
+        person=p.person,
+        country_code=p.country.code,
+        gender=GENDER_WORDS[person.gender],
+        age_group=person.age_group,
+        first_name=p.first_name,
+        last_name=p.last_name,
+    )
 
 
 async def prompts(core: TextCore, request: text_pb2.PromptsRequest) -> text_pb2.PromptsResponse:
@@ -56,37 +123,43 @@ async def prompts(core: TextCore, request: text_pb2.PromptsRequest) -> text_pb2.
         raise InvalidArgument("count must be at least 1")
     if request.count > limit:
         raise InvalidArgument(f"count {request.count} is above {limit} per request; split into tasks")
+    wanted = collection_filter(request.filter)
     seed = _seed(request)
     started = time.perf_counter()
-    parts, outcome = await core.prompts(request.count, seed)
-    response = text_pb2.PromptsResponse(
-        prompts=[
-            text_pb2.PortraitPrompt(
-                text=p.text,
-                medium=p.medium,
-                adjective=p.adjective,
-                nationality=p.nationality,
-                person=p.person,
-            )
-            for p in parts
-        ]
-    )
-    response.provenance.CopyFrom(_provenance(core, seed, outcome, started, count=request.count))
+    parts, outcome = await core.prompts(request.count, seed, wanted=wanted, with_names=request.with_names)
+    response = text_pb2.PromptsResponse(prompts=[_portrait(p) for p in parts])
+    params: dict[str, Any] = {"count": request.count, "with_names": request.with_names}
+    if request.HasField("filter"):
+        params["filter"] = MessageToDict(request.filter, preserving_proto_field_name=True)
+    if request.with_names:
+        params["names_rejected"] = list(outcome.rejected)
+    response.provenance.CopyFrom(_provenance(core, seed, outcome, started, **params))
     return response
 
 
 async def name(core: TextCore, request: text_pb2.NameRequest) -> text_pb2.NameResponse:
     description = _text(request.description, "description", core.settings.text_max_description_chars)
     attempts = _attempts(request, core.settings)
+    if len(request.exclude_names) > MAX_EXCLUDED_NAMES:
+        raise InvalidArgument(
+            f"exclude_names has {len(request.exclude_names)} names, at most {MAX_EXCLUDED_NAMES}"
+        )
+    exclude = {full_name_key(n) for n in request.exclude_names if n.strip()}
+    reserved = ""
+    if request.reserved_name:
+        reserved = _text(request.reserved_name, "reserved_name", core.settings.text_max_name_chars)
     seed = _seed(request)
     started = time.perf_counter()
-    result = await core.name(description, seed, attempts)
+    result = await core.name(description, seed, attempts, exclude=exclude, reserved=reserved)
     response = text_pb2.NameResponse(
         first_name=result.first,
         last_name=result.last,
         attempts=result.outcome.attempts,
         rejected=result.outcome.rejected,
     )
+    if result.subject is not None:
+        response.country_code = result.subject.country.code
+        response.gender = GENDER_WORDS[result.subject.stated_gender or result.subject.gender]
     response.provenance.CopyFrom(
         _provenance(core, seed, result.outcome, started, description=description, max_attempts=attempts)
     )

@@ -17,6 +17,7 @@ import pytest_asyncio
 from ganfolk.v1 import text_pb2_grpc
 from services.text.local_llm import LocalLLM
 from services.text.main import SERVICE
+from services.text.names import NameSource
 from services.text.notability import NotabilityChecker
 from tests.fixtures.nats import free_port
 from tests.fixtures.services import serving
@@ -39,6 +40,16 @@ def notability() -> NotabilityChecker:
     return NotabilityChecker(WORDNET)
 
 
+@pytest.fixture(scope="session")
+def name_source() -> NameSource:
+    """names-dataset loaded once for the whole session (about 2 GB and 15 s); every NameSource
+    and TextCore of the session shares the loaded data."""
+    source = NameSource()
+    if source.dataset() is None:
+        pytest.fail("names-dataset is not installed (make setup installs it)")
+    return source
+
+
 @pytest_asyncio.fixture(scope="session")
 async def text_stub(local_llm: LocalLLM, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     """The text service over gRPC, against the real local LLM."""
@@ -49,6 +60,7 @@ async def text_stub(local_llm: LocalLLM, tmp_path_factory: pytest.TempPathFactor
         text_llm_base_url=local_llm.base_url,
         text_llm_timeout_seconds=120,
         text_max_attempts=2,
+        text_wikipedia_api_url="",  # never Wikipedia from the tests (see tests/conftest.py)
     ) as (_, channel):
         yield text_pb2_grpc.TextServiceStub(channel)
 

@@ -6,9 +6,8 @@ from collections import Counter
 
 import pytest
 
-from services.text import core
 from services.text.core import (
-    REGIONS,
+    CollectionFilter,
     balanced_subjects,
     clean_backstory,
     parse_name,
@@ -18,7 +17,10 @@ from services.text.core import (
     template_prompt,
     validate_backstory,
 )
+from services.text.countries import COUNTRIES, REGIONS
+from services.text.names import CURATED, NameSource
 from services.text.notability import NotabilityChecker
+from services.text.persons import PERSONS
 
 
 @pytest.mark.parametrize(
@@ -43,6 +45,7 @@ def test_good_prompts_parse_into_parts(answer: str, text: str) -> None:
         "Here are four prompts to bring your ideas to life:",
         "charcoal sketch of a Turkish boy",  # no adjective
         "charcoal sketch of an inquisitive Martian boy",  # no nationality
+        "charcoal sketch of an inquisitive Turkish Kenyan boy",  # two nationalities
         "dance of a happy French girl",  # no medium
         "charcoal sketch of an inquisitive Turkish robot",  # no person
         "charcoal sketch of the inquisitive Turkish boy",
@@ -116,43 +119,55 @@ def test_backstory_validation() -> None:
 
 
 def test_subjects_are_balanced_over_regions_ages_and_genders() -> None:
-    subjects = balanced_subjects(len(REGIONS) * 3, seed=7)
-    region_of = {n: i for i, region in enumerate(REGIONS) for n in region}
-    assert Counter(region_of[n] for n, _ in subjects) == dict.fromkeys(range(len(REGIONS)), 3)
-    first_round = [region_of[n] for n, _ in subjects[: len(REGIONS)]]
-    assert sorted(first_round) == list(range(len(REGIONS)))
-    genders = Counter(core.PERSONS[p] for _, p in subjects)
-    assert abs(genders["m"] - genders["f"]) <= 2
-    assert balanced_subjects(10, seed=7) == balanced_subjects(10, seed=7)
-    assert balanced_subjects(10, seed=7) != balanced_subjects(10, seed=8)
+    countries = tuple(COUNTRIES)
+    plans = balanced_subjects(len(REGIONS) * 3, seed=7, countries=countries)
+    region_of = {c: r for r, codes in REGIONS.items() for c in codes}
+    assert Counter(region_of[p.country.code] for p in plans) == dict.fromkeys(REGIONS, 3)
+    first_round = [region_of[p.country.code] for p in plans[: len(REGIONS)]]
+    assert sorted(first_round) == sorted(REGIONS)
+    genders = Counter(PERSONS[p.person].gender for p in plans)
+    assert abs(genders["m"] - genders["f"]) <= 1
+    ages = Counter(PERSONS[p.person].age_group for p in plans[:10])
+    assert ages == dict.fromkeys(("child", "teen", "young adult", "adult", "elder"), 2)
+    assert balanced_subjects(10, seed=7, countries=countries) == balanced_subjects(10, seed=7, countries=countries)
+    assert balanced_subjects(10, seed=7, countries=countries) != balanced_subjects(10, seed=8, countries=countries)
 
 
 def test_template_writer_is_valid_and_deterministic(notability: NotabilityChecker) -> None:
-    for i, (nationality, person) in enumerate(balanced_subjects(30, seed=1)):
-        parts = template_prompt(nationality, person, i)
+    for i, plan in enumerate(balanced_subjects(30, seed=1)):
+        parts = template_prompt(plan, i)
         assert parse_prompt(parts.text) == parts
-        assert template_prompt(nationality, person, i) == parts
+        assert template_prompt(plan, i) == parts
     first, last = template_name("a thoughtful Brazilian girl", 3)
-    assert first in core.NAMES["Brazilian"][1] and last in core.NAMES["Brazilian"][2]
+    assert first in CURATED["BR"][1] and last in CURATED["BR"][2]
     assert template_name("a thoughtful Brazilian girl", 3) == (first, last)
     assert notability.check(f"{first} {last}") is None
     story = template_backstory(f"{first} {last}", "a thoughtful Brazilian girl", 3, 60)
     assert validate_backstory(story, f"{first} {last}", 60, 10) == story
     they = template_backstory("Kim Park", "a curious Korean teenager", 2, 60)
     assert "they was" not in they and "they spends" not in they
+    assert "a Indian" not in template_backstory("Priya Sharma", "a shy Indian girl", 1, 60)
 
 
-def test_template_names_come_from_names_dataset() -> None:
+def test_template_names_come_from_names_dataset(name_source: NameSource) -> None:
     """Real per-country names shipped in a registry package (loaded once, ~2 GB)."""
-    pytest.importorskip("names_dataset", reason="names-dataset is not installed (make setup installs it)")
-    from services.text.names import NameSource
-
-    source = NameSource()
-    males, females, surnames = source.pools("Turkish") or ((), (), ())
+    males, females, surnames = name_source.pools("TR") or ((), (), ())
     assert "Mehmet" in males and "Fatma" in females and "Kaya" in surnames
-    first, last = template_name("an inquisitive Turkish boy", 4, source=source)
+    first, last = template_name("an inquisitive Turkish boy", 4, source=name_source)
     assert first in males and last in surnames
-    assert template_name("an inquisitive Turkish boy", 4, source=source) == (first, last)
-    assert source.pools("Senegalese") is None  # not in the dataset: the curated table answers
-    first, last = template_name("a proud Senegalese woman", 4, source=source)
-    assert first in core.NAMES["Senegalese"][1]
+    assert template_name("an inquisitive Turkish boy", 4, source=name_source) == (first, last)
+    assert name_source.pools("SN") == CURATED["SN"]  # not in the dataset: the curated table answers
+    first, last = template_name("a proud Senegalese woman", 4, source=name_source)
+    assert first in CURATED["SN"][1]
+
+
+def test_collection_filter_keeps_the_balance_within_it() -> None:
+    wanted = CollectionFilter(("PT", "BG", "GB"), ("child", "elder"), ("f", "m"), ("charcoal sketch",))
+    plans = balanced_subjects(12, seed=3, wanted=wanted)
+    assert Counter(p.country.code for p in plans) == {"PT": 4, "BG": 4, "GB": 4}
+    cells = Counter((PERSONS[p.person].age_group, PERSONS[p.person].gender) for p in plans)
+    assert cells == {("child", "f"): 3, ("child", "m"): 3, ("elder", "f"): 3, ("elder", "m"): 3}
+    assert {p.medium for p in plans} == {"charcoal sketch"}
+    for i, plan in enumerate(plans):
+        parts = template_prompt(plan, i)
+        assert parts.medium == "charcoal sketch" and parts.country.code == plan.country.code
