@@ -11,6 +11,8 @@ name is the source's name), or one collection. Output, under the destination:
   the inpainted share) and the run's settings, models and counts;
 * ``work/<source>/<id>.json``: each item's measurements, so a rerun (after a crash, or with
   other thresholds) aligns only what it has not aligned with the same settings before;
+* ``unused/images/``, ``unused/masks/``: faces that passed the filters but lost to a duplicate
+  or to the balance, kept for a rerun that chooses them;
 * ``report.txt`` and ``contact_sheet.png``.
 
 The costly part -- detection, landmarks, warping and inpainting -- runs in ``workers`` processes
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 DATASET_JSON = "dataset.json"
 FORMAT = "ganfolk-dataset/1"
 _WORK = "work"
+_SET_ASIDE = "unused"  # passed every filter but lost to a duplicate or to the balance
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,16 @@ def _run_pool(
                 on_result(inflight.pop(fut), fut.result())
 
 
+def _move(location: Location, src: str, dst: str) -> None:
+    """Move one object (a copy then a delete: stores have no rename); a missing one is skipped."""
+    try:
+        data = location.get(src)
+    except ObjectNotFound:
+        return
+    location.put(dst, data, "image/png")
+    location.delete(src)
+
+
 def _balance(
     passing: dict[str, list[str]], weights: dict[str, float], seed: int
 ) -> tuple[dict[str, list[str]], dict[str, int]]:
@@ -349,6 +362,10 @@ def prepare(
         except (ObjectNotFound, ValueError, KeyError):
             continue
     present = {destination.rel(i.key) for i in destination.objects("images")}
+    present |= {
+        destination.rel(i.key).removeprefix(_SET_ASIDE + "/")
+        for i in destination.objects(_SET_ASIDE + "/images")
+    }
 
     records: dict[str, dict[str, Any]] = {}  # "<source>/<id>" -> record
     todo: list[str] = []
@@ -457,13 +474,18 @@ def prepare(
     for ref in chosen:
         tally.keep(ref.partition("/")[0])
 
-    # Only the chosen images stay in images/ (the trainer's loader reads the folder whole).
-    wanted = {f"images/{results[ref]['file']}" for ref in chosen}
+    # Only the chosen images stay in images/ (the trainer's loader reads the folder whole); the
+    # others are set aside, not deleted, so a rerun that chooses them again need not realign them.
+    wanted = {results[ref]["file"] for ref in chosen}
     for info in list(destination.objects("images")):
-        rel = destination.rel(info.key)
-        if rel not in wanted:
-            destination.delete(rel)
-            destination.delete("masks/" + rel.removeprefix("images/"))
+        file = destination.rel(info.key).removeprefix("images/")
+        if file not in wanted:
+            for folder in ("images", "masks"):
+                _move(destination, f"{folder}/{file}", f"{_SET_ASIDE}/{folder}/{file}")
+    for file in sorted(wanted):
+        if not destination.exists(f"images/{file}"):
+            for folder in ("images", "masks"):
+                _move(destination, f"{_SET_ASIDE}/{folder}/{file}", f"{folder}/{file}")
 
     rows = []
     models: dict[str, dict[str, str]] = {}

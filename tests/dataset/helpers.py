@@ -79,7 +79,7 @@ def faces() -> dict[str, np.ndarray]:
         "turned": _resize(_turn(base, 15), 256),  # kept: another picture of the same face
         "mirrored": _resize(np.ascontiguousarray(base[:, ::-1]), 256),  # kept
         "painted": cv2.stylization(_resize(_turn(base, 8), 256), sigma_s=30, sigma_r=0.3),  # kept
-        "tilted": _resize(_turn(base, -12), 224),  # kept
+        "tilted": _resize(_turn(np.ascontiguousarray(data.astronaut()[0:300, 0:300]), -10), 240),  # kept
         "blurred": cv2.GaussianBlur(_resize(base, 256), (0, 0), 2),  # a face, but blurred
         "far": _resize(data.astronaut(), 256),  # face of ~44 px: under the size limit
         "coffee": _resize(data.coffee()[:, 100:500], 192),  # no face
@@ -96,7 +96,7 @@ def encode(pixels: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes:
     return buf.getvalue()
 
 
-def resized_copy(pixels: np.ndarray, size: int = 200, quality: int = 70) -> bytes:
+def resized_copy(pixels: np.ndarray, size: int = 240, quality: int = 70) -> bytes:
     """A smaller, re-encoded copy: what a second source holding the same picture looks like."""
     return encode(_resize(pixels, size), "JPEG", quality)
 
