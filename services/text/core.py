@@ -400,7 +400,8 @@ _CHILD_LIFE = re.compile(
     r"(?:first|second|third|fourth|fifth|sixth) grade|high school student|teenage (?:boy|girl))\b",
     re.IGNORECASE,
 )
-_STATED_AGE = re.compile(r"\b(\d{1,3})[- ]years?[- ]old\b|\baged (\d{1,3})\b", re.IGNORECASE)
+# The person's present age ("a 45-year-old teacher", "is 9 years old"), not a past one ("at 7").
+_STATED_AGE = re.compile(r"\b(\d{1,3})-year-old\b|\b(?:is|turned|turns) (\d{1,3}) years? old\b", re.I)
 
 
 def check_person(text: str, person: PersonWord | None) -> None:

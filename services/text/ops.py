@@ -159,7 +159,7 @@ async def name(core: TextCore, request: text_pb2.NameRequest) -> text_pb2.NameRe
     )
     if result.subject is not None:
         response.country_code = result.subject.country.code
-        response.gender = GENDER_WORDS[result.subject.stated_gender or result.subject.gender]
+        response.gender = GENDER_WORDS[result.subject.gender]
     response.provenance.CopyFrom(
         _provenance(core, seed, result.outcome, started, description=description, max_attempts=attempts)
     )

@@ -129,8 +129,12 @@ def test_subjects_are_balanced_over_regions_ages_and_genders() -> None:
     assert abs(genders["m"] - genders["f"]) <= 1
     ages = Counter(PERSONS[p.person].age_group for p in plans[:10])
     assert ages == dict.fromkeys(("child", "teen", "young adult", "adult", "elder"), 2)
-    assert balanced_subjects(10, seed=7, countries=countries) == balanced_subjects(10, seed=7, countries=countries)
-    assert balanced_subjects(10, seed=7, countries=countries) != balanced_subjects(10, seed=8, countries=countries)
+    assert balanced_subjects(10, seed=7, countries=countries) == balanced_subjects(
+        10, seed=7, countries=countries
+    )
+    assert balanced_subjects(10, seed=7, countries=countries) != balanced_subjects(
+        10, seed=8, countries=countries
+    )
 
 
 def test_template_writer_is_valid_and_deterministic(notability: NotabilityChecker) -> None:
