@@ -89,11 +89,20 @@ def _spec(args: argparse.Namespace) -> Any:
         description=args.description or "",
         collection_size=args.collection,
     )
+    filters = {"nationalities": args.nationalities, "age_groups": args.ages, "genders": args.genders}
+    for field, values in {**filters, "media": args.media}.items():
+        if values:
+            getattr(spec.collection_filter, field).extend(_split_list(values))
     if args.no_text:
         spec.name_and_backstory = False
     if args.iterations is not None:
         spec.refine.CopyFrom(vqgan_pb2.RefineParams(iterations=args.iterations))
     return spec
+
+
+def _split_list(values: list[str]) -> list[str]:
+    """Repeated and comma-separated values: --media "oil painting,charcoal sketch" --media etching."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 def _progress_line(update: Any) -> str:
@@ -358,6 +367,23 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="N portraits from N balanced prompts written by the text service",
+    )
+    # Collection filters; the balance holds within them. Comma-separated or repeated.
+    p.add_argument(
+        "--nationalities",
+        action="append",
+        metavar="LIST",
+        help="with --collection: demonyms, countries, ISO codes or regions (Bulgarian,PT,South America)",
+    )
+    p.add_argument(
+        "--ages",
+        action="append",
+        metavar="LIST",
+        help="with --collection: age groups (child, teen, young adult, adult, elder)",
+    )
+    p.add_argument("--genders", action="append", metavar="LIST", help="with --collection: female, male")
+    p.add_argument(
+        "--media", action="append", metavar="LIST", help="with --collection: charcoal sketch,oil painting"
     )
 
 

@@ -45,6 +45,7 @@ from ganfolk.v1 import (
     upscale_pb2,
     vqgan_pb2,
 )
+from services.text.filters import parse_filter
 
 S = jobs_pb2
 TERMINAL = {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED, S.JOB_STATE_REJECTED}
@@ -116,6 +117,9 @@ def child_specs(job: jobs_pb2.Job, written: text_pb2.PromptsResponse) -> list[tu
         spec = jobs_pb2.JobSpec()
         spec.CopyFrom(job.spec)
         spec.collection_size = 0
+        spec.ClearField("collection_filter")
+        # Names are chosen together with the prompts, so that none repeats in the collection.
+        spec.reserved_name = f"{prompt.first_name} {prompt.last_name}".strip()
         spec.prompt = prompt.text
         spec.description = _description(prompt) or describe_person(prompt.text)
         spec.seed = job.spec.seed + i * step
@@ -136,6 +140,10 @@ def validate_spec(spec: jobs_pb2.JobSpec, max_samples: int = 10_000) -> None:
         raise InvalidArgument(f"collection_size {spec.collection_size} is over the limit of {MAX_COLLECTION}")
     if spec.collection_size and spec.prompt:
         raise InvalidArgument("a collection writes its own prompts: leave prompt empty")
+    if spec.HasField("collection_filter"):
+        if not spec.collection_size:
+            raise InvalidArgument("collection_filter applies to a collection: set collection_size too")
+        parse_filter(spec.collection_filter)
     if len(spec.prompt) > 500:
         raise InvalidArgument(f"prompt is {len(spec.prompt)} characters; keep it under 500")
     if spec.num_samples > max_samples:
@@ -289,7 +297,12 @@ def _rank_manifest(r: clip_pb2.RankResponse, meta: common_pb2.TaskMeta) -> dict[
 def _prompts_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
     meta = _meta(job, name)
     count = job.spec.collection_size or 1
-    return [_task(meta, text_pb2.PromptsRequest(count=count, seed=job.spec.seed, meta=meta))]
+    request = text_pb2.PromptsRequest(count=count, seed=job.spec.seed, meta=meta)
+    if job.spec.collection_size:
+        if job.spec.HasField("collection_filter"):
+            request.filter.CopyFrom(job.spec.collection_filter)
+        request.with_names = True
+    return [_task(meta, request)]
 
 
 def _fold_prompts(
@@ -344,7 +357,10 @@ def _fold_finish(
 
 def _name_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
     meta = _meta(job, name)
-    return [_task(meta, text_pb2.NameRequest(description=job.description, seed=job.spec.seed, meta=meta))]
+    request = text_pb2.NameRequest(
+        description=job.description, seed=job.spec.seed, reserved_name=job.spec.reserved_name, meta=meta
+    )
+    return [_task(meta, request)]
 
 
 def _fold_name(

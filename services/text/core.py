@@ -30,6 +30,7 @@ from ganfolk.runtime.models import fetch_weights
 from ganfolk.runtime.settings import ConfigError
 from services.text.config import TextSettings
 from services.text.countries import COUNTRIES, REGIONS, Country, find_country, find_group
+from services.text.filters import MEDIUM_WORDS, NO_FILTER, CollectionFilter
 from services.text.llm import LLMClient, Message
 from services.text.names import CURATED, NameSource
 from services.text.notability import (
@@ -52,13 +53,6 @@ MEDIA: tuple[str, ...] = (
     "ink drawing", "gouache painting", "acrylic painting", "woodcut print", "studio photograph",
     "etching", "tempera painting",
 )  # fmt: skip
-# Head words a medium must contain: the rendering technique or the kind of picture.
-MEDIUM_WORDS: frozenset[str] = frozenset(
-    "sketch drawing painting portrait photograph photo watercolor watercolour pastel etching engraving "
-    "lithograph woodcut linocut illustration study mosaic fresco gouache tempera print miniature caricature "
-    "pencil charcoal ink oil acrylic crayon silhouette daguerreotype tintype collage render rendering "
-    "picture image sculpture bust".split()
-)
 ADJECTIVES: tuple[str, ...] = (
     "inquisitive", "thoughtful", "cheerful", "serene", "determined", "playful", "wise", "shy", "proud",
     "curious", "gentle", "confident", "dreamy", "mischievous", "kind", "stoic", "joyful", "pensive",
@@ -128,16 +122,6 @@ class PromptParts:
 
 
 @dataclass(frozen=True)
-class CollectionFilter:
-    """The countries, age groups, genders ("m"/"f") and media a collection covers; empty: all."""
-
-    countries: tuple[str, ...] = ()
-    age_groups: tuple[str, ...] = ()
-    genders: tuple[str, ...] = ()
-    media: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Plan:
     """One portrait of a collection as the service chose it: who, and the medium if fixed."""
 
@@ -204,18 +188,6 @@ def read_prompt(text: str) -> PromptParts | None:
         return None
 
 
-def check_medium(medium: str) -> str:
-    """A collection's medium in lower case; ValueError says what a medium needs."""
-    text = " ".join(medium.lower().split())
-    if not text or len(text.split()) > 4 or has_control_chars(text):
-        raise ValueError(f"medium {medium!r} must be one to four words, e.g. 'charcoal sketch'")
-    if not MEDIUM_WORDS & set(text.replace("-", " ").split()):
-        raise ValueError(
-            f"medium {medium!r} names no technique; use a word such as {', '.join(sorted(MEDIUM_WORDS)[:8])}"
-        )
-    return text
-
-
 def available_countries(source: NameSource | None) -> tuple[str, ...]:
     """Countries names can come from: all of them with names-dataset, the curated table without."""
     if source is not None and source.enabled:
@@ -224,7 +196,7 @@ def available_countries(source: NameSource | None) -> tuple[str, ...]:
 
 
 def balanced_subjects(
-    count: int, seed: int, wanted: CollectionFilter = CollectionFilter(), countries: Sequence[str] = ()
+    count: int, seed: int, wanted: CollectionFilter = NO_FILTER, countries: Sequence[str] = ()
 ) -> list[Plan]:
     """Who each portrait shows: regions round-robin (countries in turn within each), and
     age groups x genders cycled, all within ``wanted``; media cycled when ``wanted`` fixes them."""
@@ -613,7 +585,7 @@ class TextCore:
         count: int,
         seed: int,
         max_attempts: int | None = None,
-        wanted: CollectionFilter = CollectionFilter(),
+        wanted: CollectionFilter = NO_FILTER,
         with_names: bool = False,
     ) -> tuple[list[PromptParts], Outcome]:
         """``count`` balanced portrait prompts within ``wanted``, deterministic per seed for the

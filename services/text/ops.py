@@ -17,20 +17,16 @@ from ganfolk.v1 import common_pb2, text_pb2
 from services.text.config import TextSettings
 from services.text.core import (
     GENDER_WORDS,
-    CollectionFilter,
     Outcome,
     PromptParts,
     TextCore,
-    check_medium,
     full_name_key,
     has_control_chars,
 )
-from services.text.countries import resolve
+from services.text.filters import parse_filter
 from services.text.notability import OFFLINE_ONLY
-from services.text.persons import age_group, gender_code
 
-# Bounds on a request's lists, so a request cannot make the service do unbounded work.
-MAX_FILTER_VALUES = 120
+# Bound on a request's excluded names, so that a request cannot make the service do unbounded work.
 MAX_EXCLUDED_NAMES = 1000
 
 
@@ -73,34 +69,6 @@ def _provenance(
     return provenance("text", [model], parameters, started, seeds=[seed], fallbacks=fallbacks)
 
 
-def _values(values: Any, field: str) -> list[str]:
-    items = [str(v).strip() for v in values if str(v).strip()]
-    if len(items) > MAX_FILTER_VALUES:
-        raise InvalidArgument(f"filter.{field} has {len(items)} values, at most {MAX_FILTER_VALUES}")
-    for item in items:
-        if has_control_chars(item) or len(item) > 60:
-            raise InvalidArgument(f"filter.{field} value {item[:60]!r} is too long or has control characters")
-    return items
-
-
-def collection_filter(message: text_pb2.CollectionFilter) -> CollectionFilter:
-    """The filter of a Prompts request; InvalidArgument names the value to fix and what is accepted."""
-    try:
-        countries: list[str] = []
-        for value in _values(message.nationalities, "nationalities"):
-            countries.extend(resolve(value))
-        ages = [age_group(v) for v in _values(message.age_groups, "age_groups")]
-        genders = [gender_code(v) for v in _values(message.genders, "genders")]
-        media = [check_medium(v) for v in _values(message.media, "media")]
-    except ValueError as exc:
-        raise InvalidArgument(f"filter: {exc}") from exc
-    return CollectionFilter(_unique(countries), _unique(ages), _unique(genders), _unique(media))
-
-
-def _unique(items: list[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(items))
-
-
 def _portrait(p: PromptParts) -> text_pb2.PortraitPrompt:
     person = p.subject
     return text_pb2.PortraitPrompt(
@@ -123,7 +91,7 @@ async def prompts(core: TextCore, request: text_pb2.PromptsRequest) -> text_pb2.
         raise InvalidArgument("count must be at least 1")
     if request.count > limit:
         raise InvalidArgument(f"count {request.count} is above {limit} per request; split into tasks")
-    wanted = collection_filter(request.filter)
+    wanted = parse_filter(request.filter)
     seed = _seed(request)
     started = time.perf_counter()
     parts, outcome = await core.prompts(request.count, seed, wanted=wanted, with_names=request.with_names)

@@ -11,7 +11,8 @@ import pytest
 
 from ganfolk.v1 import text_pb2, text_pb2_grpc
 from services.text.config import TextSettings
-from services.text.core import CollectionFilter, TextCore, check_person, name_key, validate_backstory
+from services.text.core import TextCore, check_person, name_key, validate_backstory
+from services.text.filters import CollectionFilter
 from services.text.llm import LLMClient
 from services.text.main import SERVICE
 from services.text.names import NameSource
@@ -166,3 +167,55 @@ async def test_backstory_reasked_then_template_when_it_contradicts(
     assert text != wrong and "Mehmet" in text and outcome.fallbacks == ["template-writer"]
     assert all("adult's life" in r for r in outcome.rejected)
     check_person(text, find_person("an inquisitive Turkish boy"))
+
+
+def test_filters_and_names_pass_through_the_coordinator() -> None:
+    """CLI flags -> JobSpec -> PromptsRequest; each written name -> the child's NameRequest."""
+    from ganfolk import cli
+    from ganfolk.runtime.catalog import Stage
+    from ganfolk.runtime.errors import InvalidArgument
+    from ganfolk.v1 import jobs_pb2
+    from services.coordinator import pipeline
+
+    argv = ["portrait", "--collection", "2", "--nationalities", "Bulgarian,PT", "--nationalities", "Nordic"]
+    args = cli.build_parser().parse_args(
+        [*argv, "--ages", "child", "--genders", "female", "--media", "etching"]
+    )
+    spec = cli._spec(args)
+    assert list(spec.collection_filter.nationalities) == ["Bulgarian", "PT", "Nordic"]
+    pipeline.validate_spec(spec)
+    job = jobs_pb2.Job(job_id="job-c", spec=spec)
+    (task,) = pipeline._prompts_requests(job, Stage.PROMPTS)
+    request = text_pb2.PromptsRequest.FromString(task.payload)
+    assert request.with_names and request.filter == spec.collection_filter and request.count == 2
+    written = text_pb2.PromptsResponse(
+        prompts=[
+            text_pb2.PortraitPrompt(
+                text="etching of a shy Bulgarian girl",
+                medium="etching",
+                adjective="shy",
+                nationality="Bulgarian",
+                person="girl",
+                first_name=first,
+                last_name="Ivanova",
+            )
+            for first in ("Desislava", "Gergana")
+        ]
+    )
+    children = pipeline.child_specs(job, written)
+    assert [s.reserved_name for _, s in children] == ["Desislava Ivanova", "Gergana Ivanova"]
+    assert not children[0][1].HasField("collection_filter")
+    child = jobs_pb2.Job(job_id="job-d", spec=children[0][1], description=children[0][1].description)
+    (name_task,) = pipeline._name_requests(child, Stage.NAME)
+    assert text_pb2.NameRequest.FromString(name_task.payload).reserved_name == "Desislava Ivanova"
+
+    with pytest.raises(InvalidArgument, match="'Martian' is not a known nationality"):
+        pipeline.validate_spec(
+            jobs_pb2.JobSpec(
+                collection_size=2, collection_filter=text_pb2.CollectionFilter(nationalities=["Martian"])
+            )
+        )
+    with pytest.raises(InvalidArgument, match="set collection_size too"):
+        pipeline.validate_spec(
+            jobs_pb2.JobSpec(collection_filter=text_pb2.CollectionFilter(genders=["female"]))
+        )
