@@ -16,7 +16,7 @@ from typing import Any
 from ganfolk.runtime.storage import ObjectNotFound
 from services.dataset.licences import licence_url
 from services.dataset.location import Location
-from services.dataset.records import load_records, now
+from services.dataset.records import DATASET_JSON, discover_sources, load_records, now
 
 __all__ = ["COLUMNS", "attribution_rows", "render_csv", "render_markdown", "write_attribution"]
 
@@ -29,8 +29,6 @@ _CHANGES = (
 
 def attribution_rows(location: Location) -> tuple[list[dict[str, str]], bool]:
     """One row per image, and whether they come from a prepared set (else from collections)."""
-    from services.dataset.prepare import DATASET_JSON, discover_sources
-
     try:
         manifest = json.loads(location.get(DATASET_JSON))
     except ObjectNotFound:

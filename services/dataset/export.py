@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ganfolk.runtime.images import decode_image, encode_png
 from ganfolk.runtime.storage import ObjectNotFound
 from services.dataset.location import Location
+from services.dataset.records import DATASET_JSON
 
 __all__ = ["export_lmdb", "export_taming", "export_zip", "load_manifest"]
 
@@ -43,8 +44,6 @@ _MAX_PIXELS = 1 << 26
 
 def load_manifest(location: Location) -> dict[str, Any]:
     """A prepared set's ``dataset.json``; FileNotFoundError names the location when it has none."""
-    from services.dataset.prepare import DATASET_JSON
-
     try:
         manifest: dict[str, Any] = json.loads(location.get(DATASET_JSON))
     except ObjectNotFound:

@@ -47,13 +47,12 @@ from services.align.detect import Detector
 from services.dataset import filters
 from services.dataset.licences import DEFAULT_ALLOWED, is_allowed
 from services.dataset.location import Location
-from services.dataset.records import ITEMS, Tally, load_records, now, put_json
+from services.dataset.records import DATASET_JSON, Tally, discover_sources, load_records, now, put_json
+from services.dataset.show import contact_sheet
 
 __all__ = [
-    "DATASET_JSON",
     "PrepareOptions",
     "PrepareReport",
-    "discover_sources",
     "parse_balance",
     "prepare",
     "process_image",
@@ -61,7 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASET_JSON = "dataset.json"
 FORMAT = "ganfolk-dataset/1"
 _WORK = "work"
 _SET_ASIDE = "unused"  # passed every filter but lost to a duplicate or to the balance
@@ -116,12 +114,15 @@ def parse_balance(text: str) -> tuple[tuple[str, float], ...]:
 _ALIGNER: Aligner | None = None
 
 
-def init_worker(align_overrides: dict[str, Any]) -> None:
-    """Load this process's aligner (dlib models, and LaMa when configured)."""
+def init_worker(align_overrides: dict[str, Any], single_thread: bool = True) -> None:
+    """Load this process's aligner (dlib models, and LaMa when configured).
+
+    ``single_thread`` limits OpenCV to one thread: in a pool the processes are the
+    parallelism, and OpenCV's own threads on top oversubscribe the cores.
+    """
     global _ALIGNER
-    # One OpenCV thread per worker: the pool is the parallelism, and oversubscribing the
-    # cores with OpenCV's own threads makes N workers slower than N-1.
-    cv2.setNumThreads(1)
+    if single_thread:
+        cv2.setNumThreads(1)
     _ALIGNER = load_aligner(load_settings(AlignSettings, **align_overrides))
 
 
@@ -198,14 +199,6 @@ def _process_task(task: tuple[bytes, int, PrepareOptions]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the whole run
 
 
-def discover_sources(location: Location) -> dict[str, Location]:
-    """Source name -> collection: the location itself when it is one, else its sub-folders that are."""
-    if any(True for _ in location.objects(ITEMS)):
-        name = location.url.rstrip("/").rsplit("/", 1)[-1] or "source"
-        return {name: location}
-    return {name: location.child(name) for name in location.children_with(ITEMS)}
-
-
 @dataclass
 class PrepareReport:
     source: str
@@ -266,7 +259,7 @@ def _run_pool(
     on_result: Callable[[str, dict[str, Any]], None],
 ) -> None:
     if workers <= 1:
-        init_worker(align_overrides)
+        init_worker(align_overrides, single_thread=False)
         for name, task in tasks:
             on_result(name, _process_task(task))
         return
@@ -328,8 +321,6 @@ def prepare(
 ) -> PrepareReport:
     """Build the training set under ``destination`` from the collections under ``source``."""
     from tqdm import tqdm
-
-    from services.dataset.show import contact_sheet
 
     if options.size < 8 or options.size & (options.size - 1):
         raise InvalidArgument(f"size must be a power of two (a StyleGAN2 resolution), got {options.size}")

@@ -23,9 +23,11 @@ from services.dataset.location import Location
 
 __all__ = [
     "COLLECTION",
+    "DATASET_JSON",
     "IMAGES",
     "ITEMS",
     "Tally",
+    "discover_sources",
     "load_records",
     "now",
     "put_json",
@@ -34,6 +36,7 @@ __all__ = [
 ITEMS = "items"
 IMAGES = "images"
 COLLECTION = "collection.json"
+DATASET_JSON = "dataset.json"  # a prepared set's manifest
 _READ_THREADS = 16  # record reads are small GETs: latency-bound, not CPU-bound
 
 
@@ -105,3 +108,11 @@ class Tally:
             for reason, c in sorted(self.dropped.items()):
                 out.append(f"  {reason:<{width}}  {sum(c.values()):>8}")
         return out
+
+
+def discover_sources(location: Location) -> dict[str, Location]:
+    """Source name -> collection: the location itself when it is one, else its sub-folders that are."""
+    if any(True for _ in location.objects(ITEMS)):
+        name = location.url.rstrip("/").rsplit("/", 1)[-1] or "source"
+        return {name: location}
+    return {name: location.child(name) for name in location.children_with(ITEMS)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from ganfolk.runtime.images import decode_image, encode_png
 from ganfolk.runtime.storage import ObjectNotFound
 from services.dataset.location import Location
-from services.dataset.records import load_records
+from services.dataset.records import DATASET_JSON, discover_sources, load_records
 
 __all__ = ["Summary", "contact_sheet", "render_sheet", "summarise"]
 
@@ -118,14 +118,11 @@ def summarise(
     *,
     sheet: bool = True,
     seed: int = 0,
-    discover: Callable[[Location], dict[str, Location]] | None = None,
 ) -> Summary:
     """Describe a prepared set (it has ``dataset.json``) or the collections under ``location``.
 
     With ``sheet``, writes ``contact_sheet.png`` into ``location``.
     """
-    from services.dataset.prepare import DATASET_JSON, discover_sources
-
     try:
         manifest = json.loads(location.get(DATASET_JSON))
     except ObjectNotFound:
@@ -145,7 +142,7 @@ def summarise(
                 "contact_sheet.png", contact_sheet(location, rows, seed=seed), "image/png"
             ).uri
         return s
-    sources = (discover or discover_sources)(location)
+    sources = discover_sources(location)
     if not sources:
         raise FileNotFoundError(f"{location}: neither a prepared set (dataset.json) nor collections (items/)")
     s = Summary(location.url, "collections")

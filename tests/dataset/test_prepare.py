@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ganfolk.runtime.errors import FailedPrecondition
 from services.dataset import export
 from services.dataset.attribution import write_attribution
 from services.dataset.collect import CollectOptions, collect
@@ -28,7 +29,7 @@ from services.dataset.filters import DupCandidate, find_duplicates, phash
 from services.dataset.location import Location, open_location
 from services.dataset.prepare import PrepareOptions, parse_balance, prepare
 from services.dataset.show import summarise
-from services.dataset.sources import WikiArtFilter, open_images, url_list, wikiart
+from services.dataset.sources import Candidate, WikiArtFilter, open_images, url_list, wikiart
 from services.stylegan.training.data import ImageDataset, prepare_dataset
 from tests.dataset.helpers import (
     BOX_HEADER,
@@ -402,3 +403,34 @@ def test_collect_prepare_export_on_s3(pics: dict[str, np.ndarray], tmp_path: Pat
     assert all(out.child("taming").exists(p) for p in listed)
     _, _, n = write_attribution(out)
     assert n == 3 and summarise(out, sheet=False).per_source == {"mine": 3}
+
+
+def test_lama_fills_the_border_when_configured(pics: dict[str, np.ndarray], tmp_path: Path) -> None:
+    from ganfolk.runtime.hashing import file_sha256
+    from tests.align.test_core import write_fake_lama
+
+    raw = open_location(str(tmp_path / "raw" / "photos"))
+    candidates = [
+        Candidate(f"p{i}", "CC0", "A", name, "", f"test:{name}", data=encode(pics[name]))
+        for i, name in enumerate(("upright", "turned"))
+    ]
+    collect(raw, candidates, CollectOptions(kind="urls", max_items=2, max_pixels=40_000_000), progress=False)
+    lama = write_fake_lama(tmp_path)
+    overrides = {"align_lama_checkpoint": str(lama), "align_lama_checkpoint_sha256": file_sha256(lama)}
+    out = open_location(str(tmp_path / "prepared"))
+    # A loose crop reaches past the 256 px pictures, so every face has a border to fill.
+    report = prepare(
+        raw, out, PrepareOptions(size=SIZE, looseness=2.0), align_overrides=overrides, progress=False
+    )
+    assert report.inpainting == "lama" and "NOT LaMa" not in report.text()
+    manifest = json.loads(out.get("dataset.json"))
+    assert manifest["inpainting"] == "lama" and manifest["fallbacks"] == []
+    assert "lama" in {m["name"] for m in manifest["models"]}
+    assert len(manifest["images"]) == 2
+    for row in manifest["images"]:
+        assert row["inpainted_area"] > 0.05 and row["inpainted_with"] == "lama"
+        pixels = np.asarray(Image.open(io.BytesIO(out.get(row["file"]))))
+        mask = np.asarray(Image.open(io.BytesIO(out.get(row["mask"])))) > 0
+        assert (pixels[mask] == [64, 128, 191]).all()  # the fake LaMa's colour, and only there
+    with pytest.raises(FailedPrecondition, match="needs a LaMa checkpoint"):
+        prepare(raw, out, PrepareOptions(size=SIZE, inpaint="lama"), progress=False)
