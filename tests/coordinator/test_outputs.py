@@ -23,6 +23,7 @@ import pytest
 from ganfolk import cli
 from ganfolk.client import JobsClient, download_outputs
 from ganfolk.runtime import jetstream
+from ganfolk.runtime.hashing import file_sha256
 from ganfolk.runtime.images import decode_array
 from ganfolk.v1 import common_pb2, info_pb2, jobs_pb2, jobs_pb2_grpc, upscale_pb2
 from services.coordinator.main import SERVICE as COORDINATOR
@@ -189,7 +190,7 @@ async def test_big_job_and_outputs_on_the_local_store(
         "job.json",
         "manifest.json",
     ]
-    assert hashlib.sha256((saved / "final.png").read_bytes()).hexdigest() == job.final_image.sha256
+    assert file_sha256(saved / "final.png") == job.final_image.sha256
 
 
 async def test_outputs_on_s3_are_presigned_urls(
