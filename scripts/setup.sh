@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nats-server libvulkan1 libomp5 wordnet-base docker-compose)
+# ipfs-cid: the independent CID implementation the mint tests compare ours with.
+APT_PACKAGES=(nats-server libvulkan1 libomp5 wordnet-base docker-compose ipfs-cid)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
