@@ -36,6 +36,11 @@ class FailedPrecondition(RuntimeError):
     """The system is not in a state where the request can run (e.g. job already finished)."""
 
 
+class Conflict(RuntimeError):
+    """The caller acted on a state that has changed since it read it (another writer won);
+    re-read and decide again. ABORTED on gRPC."""
+
+
 class ResourceExhausted(RuntimeError):
     """The request is too large for this replica (memory, pixels); the message says which knob to lower."""
 
@@ -58,6 +63,8 @@ _PERMANENT = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.CANCELLED,
+    # A conflict needs the caller to re-read and decide again, not a blind retry.
+    grpc.StatusCode.ABORTED,
 }
 
 
@@ -71,6 +78,8 @@ def classify(exc: BaseException) -> Classified:
         code = grpc.StatusCode.INVALID_ARGUMENT
     elif isinstance(exc, FailedPrecondition):
         code = grpc.StatusCode.FAILED_PRECONDITION
+    elif isinstance(exc, Conflict):
+        code = grpc.StatusCode.ABORTED
     elif isinstance(exc, ResourceExhausted | MemoryError):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
     elif isinstance(exc, Transient | TimeoutError | ConnectionError):

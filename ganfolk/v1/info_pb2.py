@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ganfolk.v1 import common_pb2 as ganfolk_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ganfolk/v1/info.proto\x12\nganfolk.v1\x1a\x17ganfolk/v1/common.proto\"\x10\n\x0eGetInfoRequest\"\xb3\x01\n\x0fGetInfoResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12$\n\x06models\x18\x04 \x03(\x0b\x32\x14.ganfolk.v1.ModelRef\x12\x16\n\x0erandom_weights\x18\x05 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x0e\n\x06stages\x18\x07 \x03(\t\x12\x11\n\tfallbacks\x18\x08 \x03(\t2Q\n\x0bInfoService\x12\x42\n\x07GetInfo\x12\x1a.ganfolk.v1.GetInfoRequest\x1a\x1b.ganfolk.v1.GetInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ganfolk/v1/info.proto\x12\nganfolk.v1\x1a\x17ganfolk/v1/common.proto\"\x10\n\x0eGetInfoRequest\"\xc5\x01\n\x0fGetInfoResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12$\n\x06models\x18\x04 \x03(\x0b\x32\x14.ganfolk.v1.ModelRef\x12\x16\n\x0erandom_weights\x18\x05 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x0e\n\x06stages\x18\x07 \x03(\t\x12\x11\n\tfallbacks\x18\x08 \x03(\t\x12\x10\n\x08\x63hain_id\x18\t \x01(\x04\x32Q\n\x0bInfoService\x12\x42\n\x07GetInfo\x12\x1a.ganfolk.v1.GetInfoRequest\x1a\x1b.ganfolk.v1.GetInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINFOREQUEST']._serialized_start=62
   _globals['_GETINFOREQUEST']._serialized_end=78
   _globals['_GETINFORESPONSE']._serialized_start=81
-  _globals['_GETINFORESPONSE']._serialized_end=260
-  _globals['_INFOSERVICE']._serialized_start=262
-  _globals['_INFOSERVICE']._serialized_end=343
+  _globals['_GETINFORESPONSE']._serialized_end=278
+  _globals['_INFOSERVICE']._serialized_start=280
+  _globals['_INFOSERVICE']._serialized_end=361
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("service", "version", "ready", "models", "random_weights", "device", "stages", "fallbacks")
+    __slots__ = ("service", "version", "ready", "models", "random_weights", "device", "stages", "fallbacks", "chain_id")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class GetInfoResponse(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     service: str
     version: str
     ready: bool
@@ -29,4 +30,5 @@ class GetInfoResponse(_message.Message):
     device: str
     stages: _containers.RepeatedScalarFieldContainer[str]
     fallbacks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., ready: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelRef, _Mapping]]] = ..., random_weights: _Optional[bool] = ..., device: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., fallbacks: _Optional[_Iterable[str]] = ...) -> None: ...
+    chain_id: int
+    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., ready: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelRef, _Mapping]]] = ..., random_weights: _Optional[bool] = ..., device: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., fallbacks: _Optional[_Iterable[str]] = ..., chain_id: _Optional[int] = ...) -> None: ...

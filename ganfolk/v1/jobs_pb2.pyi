@@ -46,6 +46,10 @@ class ReviewDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REVIEW_DECISION_APPROVE: _ClassVar[ReviewDecision]
     REVIEW_DECISION_EDIT: _ClassVar[ReviewDecision]
     REVIEW_DECISION_REJECT: _ClassVar[ReviewDecision]
+    REVIEW_DECISION_REVISE: _ClassVar[ReviewDecision]
+    REVIEW_DECISION_CHOOSE_CANDIDATE: _ClassVar[ReviewDecision]
+    REVIEW_DECISION_REGENERATE_NAME: _ClassVar[ReviewDecision]
+    REVIEW_DECISION_REGENERATE_BACKSTORY: _ClassVar[ReviewDecision]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -68,9 +72,13 @@ REVIEW_DECISION_UNSPECIFIED: ReviewDecision
 REVIEW_DECISION_APPROVE: ReviewDecision
 REVIEW_DECISION_EDIT: ReviewDecision
 REVIEW_DECISION_REJECT: ReviewDecision
+REVIEW_DECISION_REVISE: ReviewDecision
+REVIEW_DECISION_CHOOSE_CANDIDATE: ReviewDecision
+REVIEW_DECISION_REGENERATE_NAME: ReviewDecision
+REVIEW_DECISION_REGENERATE_BACKSTORY: ReviewDecision
 
 class JobSpec(_message.Message):
-    __slots__ = ("prompt", "num_samples", "sample_task_size", "seed", "truncation_psi", "latent_distribution", "top_k", "refine", "finish", "require_review", "mint", "recipient", "name_and_backstory", "force_stages", "description", "collection_size", "collection_filter", "reserved_name")
+    __slots__ = ("prompt", "num_samples", "sample_task_size", "seed", "truncation_psi", "latent_distribution", "top_k", "refine", "finish", "require_review", "mint", "recipient", "name_and_backstory", "force_stages", "description", "collection_size", "collection_filter", "reserved_name", "no_review")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_TASK_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +97,7 @@ class JobSpec(_message.Message):
     COLLECTION_SIZE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FILTER_FIELD_NUMBER: _ClassVar[int]
     RESERVED_NAME_FIELD_NUMBER: _ClassVar[int]
+    NO_REVIEW_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     num_samples: int
     sample_task_size: int
@@ -107,10 +116,11 @@ class JobSpec(_message.Message):
     collection_size: int
     collection_filter: _text_pb2.CollectionFilter
     reserved_name: str
-    def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ..., name_and_backstory: _Optional[bool] = ..., force_stages: _Optional[bool] = ..., description: _Optional[str] = ..., collection_size: _Optional[int] = ..., collection_filter: _Optional[_Union[_text_pb2.CollectionFilter, _Mapping]] = ..., reserved_name: _Optional[str] = ...) -> None: ...
+    no_review: bool
+    def __init__(self, prompt: _Optional[str] = ..., num_samples: _Optional[int] = ..., sample_task_size: _Optional[int] = ..., seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ..., latent_distribution: _Optional[_Union[_stylegan_pb2.LatentDistribution, str]] = ..., top_k: _Optional[int] = ..., refine: _Optional[_Union[_vqgan_pb2.RefineParams, _Mapping]] = ..., finish: _Optional[_Union[_upscale_pb2.FinishParams, _Mapping]] = ..., require_review: _Optional[bool] = ..., mint: _Optional[bool] = ..., recipient: _Optional[str] = ..., name_and_backstory: _Optional[bool] = ..., force_stages: _Optional[bool] = ..., description: _Optional[str] = ..., collection_size: _Optional[int] = ..., collection_filter: _Optional[_Union[_text_pb2.CollectionFilter, _Mapping]] = ..., reserved_name: _Optional[str] = ..., no_review: _Optional[bool] = ...) -> None: ...
 
 class StageStatus(_message.Message):
-    __slots__ = ("stage", "state", "percent", "attempts", "error", "started_at", "finished_at", "images", "tasks_total", "tasks_done", "skipped", "skip_reason", "images_total", "manifest_prefix")
+    __slots__ = ("stage", "state", "percent", "attempts", "error", "started_at", "finished_at", "images", "tasks_total", "tasks_done", "skipped", "skip_reason", "images_total", "manifest_prefix", "scores")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +135,7 @@ class StageStatus(_message.Message):
     SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
     IMAGES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
     stage: Stage
     state: JobState
     percent: float
@@ -139,10 +150,11 @@ class StageStatus(_message.Message):
     skip_reason: str
     images_total: int
     manifest_prefix: str
-    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., percent: _Optional[float] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[_Iterable[str]] = ..., skipped: _Optional[bool] = ..., skip_reason: _Optional[str] = ..., images_total: _Optional[int] = ..., manifest_prefix: _Optional[str] = ...) -> None: ...
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., percent: _Optional[float] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[_Iterable[str]] = ..., skipped: _Optional[bool] = ..., skip_reason: _Optional[str] = ..., images_total: _Optional[int] = ..., manifest_prefix: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "spec", "state", "stage", "percent", "stages", "prompt", "best_sample", "refined_image", "final_image", "first_name", "last_name", "backstory", "token", "error", "provenance", "created_at", "updated_at", "idempotency_key", "description", "children", "parent_id")
+    __slots__ = ("job_id", "spec", "state", "stage", "percent", "stages", "prompt", "best_sample", "refined_image", "final_image", "first_name", "last_name", "backstory", "token", "error", "provenance", "created_at", "updated_at", "idempotency_key", "description", "children", "parent_id", "reviews", "review_round", "review_version")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +177,9 @@ class Job(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_ROUND_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_VERSION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     spec: JobSpec
     state: JobState
@@ -187,7 +202,36 @@ class Job(_message.Message):
     description: str
     children: _containers.RepeatedScalarFieldContainer[str]
     parent_id: str
-    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., percent: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., prompt: _Optional[str] = ..., best_sample: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., refined_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., token: _Optional[_Union[_mint_pb2.MintResponse, _Mapping]] = ..., error: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[_common_pb2.Provenance, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., description: _Optional[str] = ..., children: _Optional[_Iterable[str]] = ..., parent_id: _Optional[str] = ...) -> None: ...
+    reviews: _containers.RepeatedCompositeFieldContainer[ReviewRecord]
+    review_round: int
+    review_version: int
+    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., percent: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., prompt: _Optional[str] = ..., best_sample: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., refined_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., token: _Optional[_Union[_mint_pb2.MintResponse, _Mapping]] = ..., error: _Optional[str] = ..., provenance: _Optional[_Iterable[_Union[_common_pb2.Provenance, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., description: _Optional[str] = ..., children: _Optional[_Iterable[str]] = ..., parent_id: _Optional[str] = ..., reviews: _Optional[_Iterable[_Union[ReviewRecord, _Mapping]]] = ..., review_round: _Optional[int] = ..., review_version: _Optional[int] = ...) -> None: ...
+
+class ReviewRecord(_message.Message):
+    __slots__ = ("decision", "time", "note", "candidate", "first_name", "last_name", "backstory", "best_sample", "refined_image", "final_image", "round")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKSTORY_FIELD_NUMBER: _ClassVar[int]
+    BEST_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    REFINED_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FINAL_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    decision: ReviewDecision
+    time: _timestamp_pb2.Timestamp
+    note: str
+    candidate: int
+    first_name: str
+    last_name: str
+    backstory: str
+    best_sample: _common_pb2.ImageRef
+    refined_image: _common_pb2.ImageRef
+    final_image: _common_pb2.ImageRef
+    round: int
+    def __init__(self, decision: _Optional[_Union[ReviewDecision, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., candidate: _Optional[int] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., best_sample: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., refined_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., round: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("stage", "percent", "message", "images", "time")
@@ -278,20 +322,24 @@ class CancelResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ReviewRequest(_message.Message):
-    __slots__ = ("job_id", "decision", "first_name", "last_name", "backstory", "note")
+    __slots__ = ("job_id", "decision", "first_name", "last_name", "backstory", "note", "candidate", "expected_version")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     FIRST_NAME_FIELD_NUMBER: _ClassVar[int]
     LAST_NAME_FIELD_NUMBER: _ClassVar[int]
     BACKSTORY_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     decision: ReviewDecision
     first_name: str
     last_name: str
     backstory: str
     note: str
-    def __init__(self, job_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+    candidate: int
+    expected_version: int
+    def __init__(self, job_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., backstory: _Optional[str] = ..., note: _Optional[str] = ..., candidate: _Optional[int] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class ReviewResponse(_message.Message):
     __slots__ = ("job",)
@@ -300,12 +348,14 @@ class ReviewResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class GetOutputsRequest(_message.Message):
-    __slots__ = ("job_id", "stream")
+    __slots__ = ("job_id", "stream", "names")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     stream: bool
-    def __init__(self, job_id: _Optional[str] = ..., stream: _Optional[bool] = ...) -> None: ...
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., stream: _Optional[bool] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetOutputsResponse(_message.Message):
     __slots__ = ("name", "filename", "media_type", "size", "sha256", "url", "chunk", "url_expires_at", "offset")

@@ -74,7 +74,7 @@ class RefineRequest(_message.Message):
     def __init__(self, init_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., prompts: _Optional[_Iterable[_Union[_common_pb2.WeightedPrompt, _Mapping]]] = ..., params: _Optional[_Union[RefineParams, _Mapping]] = ..., output_prefix: _Optional[str] = ..., meta: _Optional[_Union[_common_pb2.TaskMeta, _Mapping]] = ...) -> None: ...
 
 class RefineResponse(_message.Message):
-    __slots__ = ("iteration", "total_iterations", "loss", "snapshot", "done", "final_image", "provenance")
+    __slots__ = ("iteration", "total_iterations", "loss", "snapshot", "done", "final_image", "provenance", "snapshots")
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class RefineResponse(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     FINAL_IMAGE_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     iteration: int
     total_iterations: int
     loss: float
@@ -89,4 +90,5 @@ class RefineResponse(_message.Message):
     done: bool
     final_image: _common_pb2.ImageRef
     provenance: _common_pb2.Provenance
-    def __init__(self, iteration: _Optional[int] = ..., total_iterations: _Optional[int] = ..., loss: _Optional[float] = ..., snapshot: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., done: _Optional[bool] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    snapshots: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRef]
+    def __init__(self, iteration: _Optional[int] = ..., total_iterations: _Optional[int] = ..., loss: _Optional[float] = ..., snapshot: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., done: _Optional[bool] = ..., final_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., snapshots: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ...) -> None: ...
