@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,10 +39,11 @@ from ganfolk.runtime.service import load_definition  # noqa: E402
 from ganfolk.runtime.settings import load_settings  # noqa: E402
 from ganfolk.runtime.storage import open_store  # noqa: E402
 from ganfolk.runtime.worker import StageHandler, StageWorker  # noqa: E402
-from ganfolk.v1 import common_pb2, events_pb2, jobs_pb2, text_pb2  # noqa: E402
+from ganfolk.v1 import common_pb2, events_pb2, jobs_pb2, jobs_pb2_grpc, text_pb2  # noqa: E402
 from services.coordinator import pipeline  # noqa: E402
-from tests.e2e.stack import SERVICES, in_process, job_spec, tiny_models  # noqa: E402
-from tests.fixtures.nats import NatsServer  # noqa: E402
+from tests.e2e.stack import SERVICES, in_process, job_spec, service_process, tiny_models  # noqa: E402
+from tests.fixtures.nats import NatsServer, free_port  # noqa: E402
+from tests.fixtures.services import wait_serving  # noqa: E402
 
 
 class LocalContext:
@@ -83,12 +90,33 @@ async def in_process_job(
 
 
 class Timeline:
-    """When each task was first published and its result event seen, from core NATS copies."""
+    """When each task was first published and its result event seen, from core NATS copies,
+    and how long its handler ran inside the service's worker."""
 
     def __init__(self) -> None:
         self.published: dict[str, tuple[float, str]] = {}  # task id -> (time, stage)
         self.results: dict[str, float] = {}
+        self.handled: dict[str, float] = {}  # task id -> handler seconds
         self.subs: list[Any] = []
+
+    def time_handlers(self, mp: Any) -> None:
+        """Time every stage handler of workers created from now on (they run in this process)."""
+        original = StageWorker.__init__
+        handled = self.handled
+
+        def init(worker: StageWorker, nc: Any, handler: StageHandler[Any]) -> None:
+            inner = handler.handle
+
+            async def timed(request: Any, ctx: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await inner(request, ctx)
+                finally:
+                    handled[ctx.meta.task_id] = time.perf_counter() - start
+
+            original(worker, nc, dataclasses.replace(handler, handle=timed))
+
+        mp.setattr(StageWorker, "__init__", init)
 
     async def start(self, nc: Any) -> None:
         async def on_task(msg: Any) -> None:
@@ -106,22 +134,44 @@ class Timeline:
             await nc.subscribe(jetstream.event_subject("*"), cb=on_event),
         ]
 
-    def breakdown(self, job_id: str, submitted: float, finished: float) -> dict[str, tuple[float, float]]:
-        """Per stage of one job: (hand-off before its first task, first task -> last result),
-        in order; the last row, ``(end)``, is the last result -> the job's final Watch update."""
+    def breakdown(
+        self, job_id: str, submitted: float, finished: float
+    ) -> dict[str, tuple[float, float, float]]:
+        """Per stage of one job, in order: (hand-off before its first task, first task -> last
+        result, its handlers' seconds); the last row, ``(end)``, is the last result -> the
+        job's final Watch update."""
         stages: dict[str, list[float]] = {}
         for task_id, (t, stage) in self.published.items():
             if task_id.startswith(f"{job_id}.") and task_id in self.results:
-                first_pub, last_res = stages.get(stage, [t, self.results[task_id]])
-                stages[stage] = [min(first_pub, t), max(last_res, self.results[task_id])]
-        rows: dict[str, tuple[float, float]] = {}
+                first_pub, last_res, handled = stages.get(stage, [t, self.results[task_id], 0.0])
+                stages[stage] = [
+                    min(first_pub, t),
+                    max(last_res, self.results[task_id]),
+                    handled + self.handled.get(task_id, 0.0),
+                ]
+        rows: dict[str, tuple[float, float, float]] = {}
         done = [submitted]
-        for stage, (first_pub, last_res) in sorted(stages.items(), key=lambda kv: kv[1][0]):
+        for stage, (first_pub, last_res, handled) in sorted(stages.items(), key=lambda kv: kv[1][0]):
             before = max(r for r in done if r <= first_pub)
-            rows[stage] = (first_pub - before, last_res - first_pub)
+            rows[stage] = (first_pub - before, last_res - first_pub, handled)
             done.append(last_res)
-        rows["(end)"] = (finished - max(done), 0.0)
+        rows["(end)"] = (finished - max(done), 0.0, 0.0)
         return rows
+
+    def idle(self, job_id: str, submitted: float, finished: float) -> float:
+        """Seconds of the job with none of its tasks in flight: Submit, the coordinator's
+        hand-offs between stages and the final Watch update, as they lie on the critical path."""
+        spans = sorted(
+            (t, self.results[task_id])
+            for task_id, (t, _) in self.published.items()
+            if task_id.startswith(f"{job_id}.") and task_id in self.results
+        )
+        busy, end = 0.0, submitted
+        for start, stop in spans:
+            if stop > end:
+                busy += stop - max(start, end)
+                end = stop
+        return (finished - submitted) - busy
 
 
 async def dispatch_latency(nats_url: str, n: int) -> list[float]:
@@ -157,6 +207,114 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@dataclasses.dataclass
+class Comparison:
+    """Alternating in-process and service jobs of one way of running the services."""
+
+    label: str
+    inproc: list[float] = dataclasses.field(default_factory=list)
+    services: list[float] = dataclasses.field(default_factory=list)
+    spans: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    breakdowns: list[dict[str, tuple[float, float, float]]] = dataclasses.field(default_factory=list)
+    idle: list[float] = dataclasses.field(default_factory=list)
+
+    def report(self, handlers_timed: bool) -> None:
+        inproc, services = statistics.median(self.inproc), statistics.median(self.services)
+        print(f"  {self.label}")
+        print(
+            f"    in-process stage functions   {inproc:7.3f} s/job  (median of {len(self.inproc)}, alternating)"
+        )
+        print(f"    services via NATS + store    {services:7.3f} s/job")
+        print(f"    ratio services/in-process = {services / inproc:.2f}  (goal <= 1.15)")
+        print(
+            f"    no task in flight (Submit, coordinator hand-offs, final update): "
+            f"{statistics.median(self.idle) * 1e3:.1f} ms of the service job"
+        )
+        print("    where a service job's time goes (ms, medians of the jobs):")
+        print("      stage      in-process  handlers in services  on NATS (task -> result)  hand-off before")
+        for name in self.breakdowns[0]:
+            handoff, span, handled = (
+                statistics.median(b[name][i] for b in self.breakdowns if name in b) * 1e3 for i in range(3)
+            )
+            local = statistics.median(s.get(name, 0.0) for s in self.spans) * 1e3
+            shown = f"{handled:21.1f}" if handlers_timed and name != "(end)" else f"{'-':>21}"
+            print(f"      {name:10s} {local:10.1f} {shown} {span:25.1f} {handoff:16.1f}")
+
+
+async def compare(
+    comparison: Comparison,
+    handlers: dict[str, StageHandler[Any]],
+    spec: jobs_pb2.JobSpec,
+    stub: jobs_pb2_grpc.JobServiceStub,
+    timeline: Timeline,
+    jobs: int,
+) -> None:
+    async def one() -> tuple[str, float, float]:
+        submitted = time.perf_counter()
+        job_id = (await stub.Submit(jobs_pb2.SubmitRequest(spec=spec))).job.job_id
+        async for update in stub.Watch(jobs_pb2.WatchRequest(job_id=job_id)):
+            last = update.job
+        assert last.state == jobs_pb2.JOB_STATE_SUCCEEDED, last.error
+        return job_id, submitted, time.perf_counter()
+
+    await in_process_job(handlers, spec, {})  # warm-up
+    await one()
+    for _ in range(jobs):
+        comparison.spans.append({})
+        t0 = time.perf_counter()
+        job = await in_process_job(handlers, spec, comparison.spans[-1])
+        comparison.inproc.append(time.perf_counter() - t0)
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
+        job_id, submitted, finished = await one()
+        comparison.services.append(finished - submitted)
+        comparison.breakdowns.append(timeline.breakdown(job_id, submitted, finished))
+        comparison.idle.append(timeline.idle(job_id, submitted, finished))
+
+
+@contextlib.asynccontextmanager
+async def service_processes(
+    models: Any, nats_url: str, store: Path, rpc_url: str, logs: Path
+) -> AsyncIterator[jobs_pb2_grpc.JobServiceStub]:
+    """Every service and the coordinator as its own ``ganfolk serve`` process, as deployed."""
+    ports = {name: free_port() for name in (*SERVICES, "coordinator")}
+    procs = [
+        service_process(
+            name,
+            models,
+            nats_url,
+            store,
+            rpc_url,
+            logs / f"{name}.log",
+            GANFOLK_GRPC_PORT=str(port),
+            GANFOLK_COORDINATOR_SWEEP_INTERVAL_S="0.5",
+        )
+        for name, port in ports.items()
+    ]
+    try:
+        channels = {name: grpc.aio.insecure_channel(f"127.0.0.1:{port}") for name, port in ports.items()}
+        for channel in channels.values():
+            waiter = asyncio.create_task(wait_serving(channel, timeout=300))
+            while not waiter.done():
+                if any(proc.poll() is not None for proc in procs):
+                    waiter.cancel()
+                    raise RuntimeError(f"a service process exited while starting; see the logs in {logs}")
+                await asyncio.sleep(0.2)
+            waiter.result()
+        yield jobs_pb2_grpc.JobServiceStub(channels["coordinator"])
+        for channel in channels.values():
+            await channel.close()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 async def main(args: argparse.Namespace) -> None:
     import pytest
 
@@ -169,6 +327,7 @@ async def main(args: argparse.Namespace) -> None:
     chain = Anvil.start(log_dir=work)
     spec = job_spec(mint=True)
     load_before = os.getloadavg()
+    comparisons: list[Comparison] = []
     try:
         # In-process: every service's core and stage handler, no NATS, no gRPC.
         mp = pytest.MonkeyPatch()
@@ -187,38 +346,25 @@ async def main(args: argparse.Namespace) -> None:
             core = definition.load(settings)
             for handler in definition.stages(core, store, settings):
                 handlers[handler.stage] = handler
+        nc = await jetstream.connect(broker.url, "bench-timeline")
+        timeline = Timeline()
+        await timeline.start(nc)
 
-        # Services: the same stages behind NATS workers, driven by the coordinator.
+        # Services: the same stages behind NATS workers, driven by the coordinator, all in this
+        # process (one event loop and one GIL for all of them) ...
+        timeline.time_handlers(mp)
         async with in_process(mp, models, broker.url, work / "objects", chain.url) as stub:
             assert stub is not None
-            nc = await jetstream.connect(broker.url, "bench-timeline")
-            timeline = Timeline()
-            await timeline.start(nc)
-
-            async def one() -> tuple[str, float, float]:
-                submitted = time.perf_counter()
-                job_id = (await stub.Submit(jobs_pb2.SubmitRequest(spec=spec))).job.job_id
-                async for update in stub.Watch(jobs_pb2.WatchRequest(job_id=job_id)):
-                    last = update.job
-                assert last.state == jobs_pb2.JOB_STATE_SUCCEEDED, last.error
-                return job_id, submitted, time.perf_counter()
-
-            await in_process_job(handlers, spec, {})  # warm-up
-            await one()
-            inproc_times: list[float] = []
-            service_times: list[float] = []
-            spans: list[dict[str, float]] = []
-            breakdowns: list[dict[str, tuple[float, float]]] = []
-            for _ in range(args.jobs):
-                spans.append({})
-                t0 = time.perf_counter()
-                job = await in_process_job(handlers, spec, spans[-1])
-                inproc_times.append(time.perf_counter() - t0)
-                assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
-                job_id, submitted, finished = await one()
-                service_times.append(finished - submitted)
-                breakdowns.append(timeline.breakdown(job_id, submitted, finished))
-            await nc.drain()
+            comparisons.append(
+                Comparison("services and coordinator in this process (one event loop, one GIL)")
+            )
+            await compare(comparisons[-1], handlers, spec, stub, timeline, args.jobs)
+        # ... and each in its own process, as deployed.
+        if not args.one_process:
+            async with service_processes(models, broker.url, work / "objects", chain.url, work) as stub:
+                comparisons.append(Comparison("one process per service and for the coordinator, as deployed"))
+                await compare(comparisons[-1], handlers, spec, stub, timeline, args.jobs)
+        await nc.drain()
         mp.undo()
         latencies = await dispatch_latency(broker.url, args.dispatch)
     finally:
@@ -226,24 +372,16 @@ async def main(args: argparse.Namespace) -> None:
         broker.stop()
     load_after = os.getloadavg()
 
-    inproc, services = statistics.median(inproc_times), statistics.median(service_times)
     stages = ", ".join(sorted(handlers))
     print(
         f"portrait job ({spec.num_samples} samples, refine {spec.refine.iterations} it, mint), stages: {stages}"
     )
     print(
         f"  load average {' '.join(f'{v:.2f}' for v in load_before)} -> {' '.join(f'{v:.2f}' for v in load_after)}"
+        f" on {os.cpu_count()} CPUs"
     )
-    print(f"  in-process stage functions   {inproc:7.3f} s/job  (median of {args.jobs}, alternating)")
-    print(f"  services via NATS + store    {services:7.3f} s/job")
-    print(f"  ratio services/in-process = {services / inproc:.2f}  (goal <= 1.15)")
-    print("  where a service job's time goes (ms, medians):  stage  in-process  on NATS  hand-off before")
-    names = list(breakdowns[0])
-    for name in names:
-        handoff = statistics.median(b[name][0] for b in breakdowns if name in b) * 1e3
-        span = statistics.median(b[name][1] for b in breakdowns if name in b) * 1e3
-        local = statistics.median(s.get(name, 0.0) for s in spans) * 1e3
-        print(f"    {name:10s} {local:8.1f} {span:8.1f} {handoff:8.1f}")
+    for i, comparison in enumerate(comparisons):
+        comparison.report(handlers_timed=i == 0)
     print(f"task dispatch (publish -> result event, no-op handler, {len(latencies)} tasks)")
     print(
         f"  p50 {pct(latencies, 0.5) * 1e3:.1f} ms   p99 {pct(latencies, 0.99) * 1e3:.1f} ms"
@@ -253,6 +391,9 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument(
+        "--one-process", action="store_true", help="skip the run with one process per service"
+    )
     parser.add_argument("--dispatch", type=int, default=200)
     asyncio.run(main(parser.parse_args()))
