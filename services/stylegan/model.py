@@ -197,17 +197,18 @@ def upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[
     """Upsample (zero insertion), pad (negative crops), FIR filter, downsample — per channel.
 
     Same arithmetic as rosinality's ``upfirdn2d_native``: a true convolution with ``kernel``
-    (hence the flip, since ``conv2d`` correlates) over each channel separately.
+    (hence the flip, since ``conv2d`` correlates) over each channel separately. The filter runs as
+    one depthwise conv (``groups=c``) rather than over ``n * c`` single-channel images, which
+    oneDNN's CPU kernels handle 15-50x slower, backward especially (identical results).
     """
     n, c, h, w = x.shape
     p0, p1 = pad
-    x = x.reshape(n * c, 1, h, 1, w, 1)
     if up > 1:
-        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
-    x = x.reshape(n * c, 1, h * up, w * up)
+        x = F.pad(x.reshape(n, c, h, 1, w, 1), (0, up - 1, 0, 0, 0, up - 1))
+        x = x.reshape(n, c, h * up, w * up)
     x = F.pad(x, (p0, p1, p0, p1))
-    x = F.conv2d(x, kernel.flip(0, 1)[None, None].to(x.dtype), stride=down)
-    return x.reshape(n, c, x.shape[2], x.shape[3])
+    weight = kernel.flip(0, 1).to(x.dtype).expand(c, 1, *kernel.shape)
+    return F.conv2d(x, weight, stride=down, groups=c)
 
 
 def fused_leaky_relu(x: Tensor, bias: Tensor) -> Tensor:
