@@ -106,6 +106,8 @@ class InfoServicer(info_pb2_grpc.InfoServiceServicer):
             reply.device = device
             reply.fallbacks.extend(fallbacks)
             reply.stages.extend(self.stages)
+            # The mint service's chain: the coordinator asks for review before minting on a real one.
+            reply.chain_id = int(getattr(self.holder.get(), "chain_id", 0) or 0)
         return reply
 
 
@@ -131,6 +133,9 @@ class ServiceDefinition(Generic[C]):
     start: Callable[[C, NATS, ObjectStore, Any], Awaitable[None]] | None = None
     # Async clean-up before the NATS connection drains.
     stop: Callable[[C], Awaitable[None]] | None = None
+    # Async start-up once loaded that needs no NATS (e.g. the gallery's HTTP server); health
+    # turns SERVING only after it returns. ``stop`` undoes it.
+    serve: Callable[[C, Any], Awaitable[None]] | None = None
 
 
 def load_definition(name: str) -> ServiceDefinition[Any]:
@@ -251,6 +256,8 @@ async def run_service(
             await jetstream.ensure_streams(nc.jetstream(), settings.stream_replicas)
         if definition.start and nc is not None:
             await definition.start(core, nc, store, settings)
+        if definition.serve:
+            await definition.serve(core, settings)
         holder.set(core)
         metrics.MODEL_READY.labels(settings.service).set(1)
         if nc is not None:

@@ -41,6 +41,10 @@ class CoordinatorSettings(Settings):
     coordinator_event_ack_wait_s: float = 30.0
     # Lifetime of the presigned URLs GetOutputs hands out (S3 stores).
     coordinator_output_url_ttl_s: int = 300
+    # The text service, for the notability check of names edited in review (host:port);
+    # empty: the text service's port from the catalog on this host.
+    coordinator_text_target: str = ""
+    coordinator_name_check_timeout_s: float = 30.0
 
     @model_validator(mode="after")
     def _timeouts_name_stages(self) -> Self:
@@ -60,6 +64,12 @@ class CoordinatorSettings(Settings):
                     f"set {prefix}<STAGE>_S for one of: {', '.join(timed)}"
                 )
         return self
+
+    def text_target(self) -> str:
+        """Where the text service answers ``Name`` for the review's name check."""
+        from ganfolk.runtime.catalog import entry
+
+        return self.coordinator_text_target or f"127.0.0.1:{entry('text').port}"
 
     def timeout_for(self, stage: Stage) -> float:
         """Seconds ``stage`` may run; AttributeError for a stage without a timeout (a bug, kept

@@ -23,13 +23,14 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -38,13 +39,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyWrongLastSequenceError
 
 from ganfolk.runtime import jetstream
-from ganfolk.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from ganfolk.runtime.errors import NotFound
 from ganfolk.runtime.logs import log_context
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.v1 import events_pb2, jobs_pb2
-from services.coordinator import outputs, pipeline
+from services.coordinator import outputs, pipeline, review
 from services.coordinator.config import CoordinatorSettings
 from services.coordinator.infos import ServiceInfos
+from services.coordinator.names import NameChecker
 
 log = logging.getLogger(__name__)
 S = jobs_pb2
@@ -62,6 +64,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._recent: OrderedDict[str, jobs_pb2.Job] = OrderedDict()
+        self.names = NameChecker(settings.text_target(), settings.coordinator_name_check_timeout_s)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -93,6 +96,7 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.services.stop()
+        await self.names.close()
 
     # ------------------------------------------------------------------ jobs API
 
@@ -101,6 +105,7 @@ class Engine:
     ) -> tuple[jobs_pb2.Job, bool]:
         """Create a job and publish its first tasks; the same key returns the first job."""
         pipeline.validate_spec(spec, self.settings.coordinator_max_samples)
+        spec = review.with_review_default(spec, await self.services.get())
         if idempotency_key:
             job_id = pipeline.job_id_for_key(idempotency_key)
             existing = await jetstream.kv_read(self.jobs, job_id)
@@ -142,11 +147,13 @@ class Engine:
         while len(self._recent) > RECENT_JOBS:
             self._recent.popitem(last=False)
 
-    async def outputs(self, job_id: str, stream: bool) -> AsyncIterator[jobs_pb2.GetOutputsResponse]:
+    async def outputs(
+        self, job_id: str, stream: bool, names: Sequence[str] = ()
+    ) -> AsyncIterator[jobs_pb2.GetOutputsResponse]:
         """The job's outputs: presigned URLs (S3 store, unless ``stream``) or streamed bytes."""
         job = await self.get(job_id)
         async for part in outputs.job_outputs(
-            self.store, job, stream, self.settings.coordinator_output_url_ttl_s
+            self.store, job, stream, self.settings.coordinator_output_url_ttl_s, names
         ):
             yield part
 
@@ -171,40 +178,45 @@ class Engine:
         return job
 
     async def review(self, request: jobs_pb2.ReviewRequest) -> jobs_pb2.Job:
-        await self.get(request.job_id)
-        if request.decision == S.REVIEW_DECISION_UNSPECIFIED:
-            raise InvalidArgument("decision is required: APPROVE, EDIT or REJECT")
-        if request.decision == S.REVIEW_DECISION_EDIT and not (
-            request.first_name or request.last_name or request.backstory
-        ):
-            raise InvalidArgument("an EDIT needs first_name, last_name or backstory")
+        """Apply a review action (see :mod:`services.coordinator.review`) by compare-and-set.
+
+        An edited name is checked by the text service first; the check runs outside the
+        update, and the update then refuses the action if the job moved on meanwhile.
+        """
+        request = review.validate_request(request)
+        job = await self.get(request.job_id)
+        name = review.edited_name(job, request)
+        if name and job.state == S.JOB_STATE_AWAITING_REVIEW:
+            seed = job.spec.seed + job.review_version
+            await self.names.check(name, job.description or job.prompt, await self._sibling_names(job), seed)
         services = await self.services.get()
 
         def mutate(job: jobs_pb2.Job) -> pipeline.Advance | None:
-            if job.state != S.JOB_STATE_AWAITING_REVIEW:
-                raise FailedPrecondition(
-                    f"job {job.job_id} is {S.JobState.Name(job.state)}, not awaiting review"
-                )
-            status = pipeline.stage_status(job, S.STAGE_REVIEW)
-            status.finished_at.CopyFrom(pipeline.now())
-            if request.decision == S.REVIEW_DECISION_REJECT:
-                status.state = S.JOB_STATE_REJECTED
-                job.state = S.JOB_STATE_REJECTED
-                job.error = f"rejected in review: {request.note}" if request.note else "rejected in review"
-                return pipeline.Advance([], [])
-            if request.decision == S.REVIEW_DECISION_EDIT:
-                job.first_name = request.first_name or job.first_name
-                job.last_name = request.last_name or job.last_name
-                job.backstory = request.backstory or job.backstory
-            status.state = S.JOB_STATE_SUCCEEDED
-            status.percent = 100
-            job.state = S.JOB_STATE_RUNNING
-            return pipeline.advance(job, services)
+            return review.apply_review(job, request, services)
 
-        decision = S.ReviewDecision.Name(request.decision).removeprefix("REVIEW_DECISION_").lower()
-        shown = jobs_pb2.JobEvent(stage=S.STAGE_REVIEW, message=f"review: {decision}")
+        shown = jobs_pb2.JobEvent(
+            stage=S.STAGE_REVIEW, message=f"review: {review.decision_name(request.decision)}"
+        )
         job, _ = await self._update(request.job_id, mutate, lambda: shown)
         return job
+
+    async def _sibling_names(self, job: jobs_pb2.Job) -> builtins.list[str]:
+        """Names of the other portraits of the job's collection (an edited name must differ)."""
+        if not job.parent_id:
+            return []
+        try:
+            parent = await self.get(job.parent_id)
+        except NotFound:
+            return []
+        names = []
+        for child_id in parent.children:
+            if child_id == job.job_id:
+                continue
+            with contextlib.suppress(NotFound):
+                child = await self.get(child_id)
+                if child.first_name or child.last_name:
+                    names.append(f"{child.first_name} {child.last_name}".strip())
+        return names
 
     async def watch(self, job_id: str) -> AsyncIterator[jobs_pb2.WatchResponse]:
         """Every snapshot and event of the job so far, then live ones until it ends."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,8 +39,15 @@ class Output:
     ref: common_pb2.ImageRef
 
 
+def snapshot_iteration(ref: common_pb2.ImageRef) -> int | None:
+    """The refinement iteration of a snapshot (vqgan stores ``.../iter-NNNN.png``); None for others."""
+    found = re.search(r"/iter-(\d+)\.png$", ref.uri)
+    return int(found.group(1)) if found else None
+
+
 def image_outputs(job: jobs_pb2.Job) -> list[Output]:
-    """The job's chosen images: final, refined, best sample, then the ranked ones in order."""
+    """The job's chosen images: final, refined, best sample, the ranked ones in order, the
+    refinement snapshots, then the images earlier review rounds replaced."""
     found = [
         Output(name, f"{name}.png", ref)
         for name, ref in (
@@ -54,6 +62,16 @@ def image_outputs(job: jobs_pb2.Job) -> list[Output]:
             found.extend(
                 Output(f"ranked_{i:02d}", f"ranked_{i:02d}.png", r) for i, r in enumerate(status.images)
             )
+        if status.stage == S.STAGE_REFINE:
+            for r in status.images:
+                iteration = snapshot_iteration(r)
+                if iteration is not None:
+                    found.append(Output(f"snapshot_{iteration:04d}", f"snapshot_{iteration:04d}.png", r))
+    for i, record in enumerate(job.reviews):
+        for name, ref in (("final", record.final_image), ("refined", record.refined_image)):
+            # Only images a later round replaced; the rest are the job's current ones.
+            if ref.WhichOneof("source") and ref.uri not in (job.final_image.uri, job.refined_image.uri):
+                found.append(Output(f"review_{i:02d}_{name}", f"review_{i:02d}_{name}.png", ref))
     return found
 
 
@@ -150,10 +168,13 @@ def _deliver(
 
 
 async def job_outputs(
-    store: ObjectStore, job: jobs_pb2.Job, stream: bool, ttl_s: int
+    store: ObjectStore, job: jobs_pb2.Job, stream: bool, ttl_s: int, names: Sequence[str] = ()
 ) -> AsyncIterator[jobs_pb2.GetOutputsResponse]:
-    """Every output of ``job``: its chosen images, then its manifest."""
+    """Every output of ``job`` (or those named in ``names``): its images, then its manifest."""
+    wanted = set(names)
     for out in image_outputs(job):
+        if wanted and out.name not in wanted:
+            continue
         media = out.ref.media_type or "image/png"
         if out.ref.WhichOneof("source") == "inline_data":
             for part in _chunks(out.name, out.filename, media, out.ref.inline_data):
@@ -169,6 +190,8 @@ async def job_outputs(
         )
         for part in parts:
             yield part
+    if wanted and "manifest" not in wanted:
+        return
     data = await asyncio.to_thread(build_manifest, store, job)
     key = manifest_key(job.job_id)
     await asyncio.to_thread(store.put, key, data, "application/json")

@@ -173,14 +173,28 @@ def validate_spec(spec: jobs_pb2.JobSpec, max_samples: int = 10_000) -> None:
 def _meta(
     job: jobs_pb2.Job, stage: str, index: int = 0, count: int = 1, prefix: str = ""
 ) -> common_pb2.TaskMeta:
+    prefix = prefix or f"jobs/{job.job_id}/{stage}"
+    task_id = f"{job.job_id}.{stage}.{index}"
+    if job.review_round:
+        # A stage re-run by a review action: new task ids (JetStream would drop the old ones as
+        # duplicates) and its own outputs (the earlier images stay in the job's history).
+        task_id = f"{job.job_id}.{stage}.r{job.review_round}.{index}"
+        prefix = prefix.replace(f"jobs/{job.job_id}/", f"jobs/{job.job_id}/r{job.review_round}/", 1)
     return common_pb2.TaskMeta(
         job_id=job.job_id,
-        task_id=f"{job.job_id}.{stage}.{index}",
+        task_id=task_id,
         stage=stage,
-        output_prefix=prefix or f"jobs/{job.job_id}/{stage}",
+        output_prefix=prefix,
         shard_index=index,
         shard_count=count,
     )
+
+
+def current_task(job: jobs_pb2.Job, task_id: str) -> bool:
+    """Whether ``task_id`` belongs to the job's current review round (a late event of an
+    earlier round must not count as a result of the stage's re-run)."""
+    found = re.fullmatch(rf"{re.escape(job.job_id)}\.[a-z_]+\.(?:r(\d+)\.)?\d+", task_id)
+    return found is None or int(found.group(1) or 0) == job.review_round
 
 
 def _task(meta: common_pb2.TaskMeta, request: Message) -> Task:
@@ -279,6 +293,7 @@ def _fold_rank(
         raise StageError(f"rank returned {len(r.ranked)} images, more than the {MAX_TOP_K} asked for at most")
     job.best_sample.CopyFrom(r.ranked[0].image)
     status.images.extend(x.image for x in r.ranked)
+    status.scores.extend(x.score for x in r.ranked)
     status.images_total += len(r.ranked)
     job.provenance.append(r.provenance)
     return [r.ranked[0].image]
@@ -323,10 +338,19 @@ def _fold_prompts(
     return []
 
 
+# Refinement snapshots every this many iterations unless the spec says otherwise: the
+# article's 0/25/50 with the default 50 iterations, for reviewers to watch the refinement.
+DEFAULT_SNAPSHOT_EVERY = 25
+
+
 def _refine_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
     meta = _meta(job, name)
+    params = vqgan_pb2.RefineParams()
+    params.CopyFrom(job.spec.refine)
+    if not params.HasField("snapshot_every"):
+        params.snapshot_every = DEFAULT_SNAPSHOT_EVERY
     refine = vqgan_pb2.RefineRequest(
-        init_image=job.best_sample, prompts=_prompts(job), params=job.spec.refine, meta=meta
+        init_image=job.best_sample, prompts=_prompts(job), params=params, meta=meta
     )
     return [_task(meta, refine)]
 
@@ -335,6 +359,9 @@ def _fold_refine(
     job: jobs_pb2.Job, status: jobs_pb2.StageStatus, r: vqgan_pb2.RefineResponse, meta: common_pb2.TaskMeta
 ) -> list[common_pb2.ImageRef]:
     job.refined_image.CopyFrom(r.final_image)
+    # The snapshots, then the final image: what a reviewer sees of the refinement.
+    status.images.extend(r.snapshots[: MAX_STAGE_IMAGES - 1])
+    status.images.append(r.final_image)
     job.provenance.append(r.provenance)
     return [r.final_image]
 
@@ -355,10 +382,29 @@ def _fold_finish(
     return [r.image]
 
 
+# Seeds of text stages re-run by a review action move by this much per round, so that a
+# regenerated name or backstory is a new one.
+ROUND_SEED_STEP = 7919
+
+
+def _text_seed(job: jobs_pb2.Job) -> int:
+    return job.spec.seed + job.review_round * ROUND_SEED_STEP
+
+
 def _name_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
     meta = _meta(job, name)
+    # Names a reviewer asked to replace: never the reserved one again, nor any refused one.
+    replaced = [
+        f"{r.first_name} {r.last_name}".strip()
+        for r in job.reviews
+        if r.decision == S.REVIEW_DECISION_REGENERATE_NAME and (r.first_name or r.last_name)
+    ]
     request = text_pb2.NameRequest(
-        description=job.description, seed=job.spec.seed, reserved_name=job.spec.reserved_name, meta=meta
+        description=job.description,
+        seed=_text_seed(job),
+        reserved_name="" if replaced else job.spec.reserved_name,
+        exclude_names=replaced,
+        meta=meta,
     )
     return [_task(meta, request)]
 
@@ -374,7 +420,9 @@ def _fold_name(
 def _backstory_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
     meta = _meta(job, name)
     full = f"{job.first_name} {job.last_name}".strip()
-    request = text_pb2.BackstoryRequest(name=full, description=job.description, seed=job.spec.seed, meta=meta)
+    request = text_pb2.BackstoryRequest(
+        name=full, description=job.description, seed=_text_seed(job), meta=meta
+    )
     return [_task(meta, request)]
 
 
@@ -625,8 +673,10 @@ def apply_event(job: jobs_pb2.Job, event: events_pb2.StageEvent) -> jobs_pb2.Job
         shown.message = event.progress.message
         shown.images.extend(event.progress.images)
         return shown
-    status = stage_status(job, stage)
     task_id = event.meta.task_id
+    if not current_task(job, task_id):
+        return None
+    status = stage_status(job, stage)
     if task_id in status.tasks_done:
         return None
     if outcome == "failure":

@@ -88,5 +88,5 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         if not request.job_id:
             raise InvalidArgument("job_id is required")
         engine = await self._engine(context)
-        async for part in engine.outputs(request.job_id, request.stream):
+        async for part in engine.outputs(request.job_id, request.stream, list(request.names)):
             yield part

@@ -29,7 +29,7 @@ from ganfolk.runtime.models import provenance
 from ganfolk.runtime.outputs import output_prefix
 from ganfolk.runtime.protos import with_optionals
 from ganfolk.runtime.storage import ObjectStore
-from ganfolk.v1 import vqgan_pb2
+from ganfolk.v1 import common_pb2, vqgan_pb2
 from services.vqgan.augment import AugmentParams
 from services.vqgan.config import VQGANSettings
 from services.vqgan.core import VQGANCore
@@ -157,11 +157,15 @@ async def refine_stream(
     )
     total = params.iterations
 
+    # The final reply lists them all: NATS progress events are for watchers and may be thinned.
+    snapshots: list[common_pb2.ImageRef] = []
+
     async def message(p: Progress) -> vqgan_pb2.RefineResponse:
         reply = vqgan_pb2.RefineResponse(iteration=p.iteration, total_iterations=total, loss=p.loss)
         if p.snapshot is not None:
             key = f"{prefix}/iter-{p.iteration:04d}.png"
             reply.snapshot.CopyFrom(await store_image(store, key, p.snapshot))
+            snapshots.append(reply.snapshot)
         return reply
 
     getter: asyncio.Future[Progress] | None = None
@@ -188,6 +192,7 @@ async def refine_stream(
         )
         if params.snapshot_every and total % params.snapshot_every == 0:
             reply.snapshot.CopyFrom(final)
+        reply.snapshots.extend(snapshots)
         reply.provenance.CopyFrom(
             provenance(
                 "vqgan",
