@@ -83,6 +83,7 @@ def _spec(args: argparse.Namespace) -> Any:
         seed=args.seed,
         top_k=args.top_k,
         require_review=args.review,
+        no_review=args.no_review,
         mint=not args.no_mint,
         recipient=args.recipient or "",
         force_stages=args.force_stages,
@@ -174,6 +175,18 @@ def _summary(job: Any, written: dict[str, str]) -> None:
         print(f"{name + ':':<10}{path}")
 
 
+# `ganfolk jobs review <decision>` -> the jobs API's ReviewDecision.
+REVIEW_DECISIONS = {
+    "approve": "APPROVE",
+    "edit": "EDIT",
+    "reject": "REJECT",
+    "revise": "REVISE",
+    "choose": "CHOOSE_CANDIDATE",
+    "regenerate-name": "REGENERATE_NAME",
+    "regenerate-backstory": "REGENERATE_BACKSTORY",
+}
+
+
 def _jobs(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToJson
 
@@ -207,17 +220,20 @@ def _jobs(args: argparse.Namespace) -> int:
                 job = await client.cancel(args.job_id, args.reason or "")
                 print(jobs_pb2.JobState.Name(job.state))
             elif args.action == "review":
-                decision = jobs_pb2.ReviewDecision.Value(f"REVIEW_DECISION_{args.decision.upper()}")
+                decision = REVIEW_DECISIONS[args.decision]
                 request = jobs_pb2.ReviewRequest(
                     job_id=args.job_id,
-                    decision=decision,  # type: ignore[arg-type]
+                    decision=jobs_pb2.ReviewDecision.Value(f"REVIEW_DECISION_{decision}"),  # type: ignore[arg-type]
                     first_name=args.first_name or "",
                     last_name=args.last_name or "",
                     backstory=args.backstory or "",
                     note=args.note or "",
+                    candidate=args.candidate or 0,
                 )
+                if args.expect_version is not None:
+                    request.expected_version = args.expect_version
                 job = await client.review(request)
-                print(jobs_pb2.JobState.Name(job.state))
+                print(f"{jobs_pb2.JobState.Name(job.state)} (review version {job.review_version})")
         return 0
 
     try:
@@ -355,7 +371,16 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--iterations", type=int, default=None, help="VQGAN+CLIP iterations (default 50)")
-    p.add_argument("--review", action="store_true", help="stop for review before minting")
+    p.add_argument(
+        "--review",
+        action="store_true",
+        help="stop for review before minting (on by default for collections and real chains)",
+    )
+    p.add_argument(
+        "--no-review",
+        action="store_true",
+        help="opt out of the default review of collections and of mints on a real chain",
+    )
     p.add_argument("--no-mint", action="store_true", help="do not mint the portrait")
     p.add_argument("--no-text", action="store_true", help="no name or backstory")
     p.add_argument("--recipient", help="0x address that receives the token")
@@ -453,11 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "cancel":
             a.add_argument("--reason")
         if action == "review":
-            a.add_argument("decision", choices=("approve", "edit", "reject"))
+            a.add_argument(
+                "decision",
+                choices=tuple(REVIEW_DECISIONS),
+                help="approve (mint), edit (edit and approve), reject, revise (edit, keep reviewing), "
+                "choose (another ranked candidate), regenerate-name, regenerate-backstory",
+            )
             a.add_argument("--first-name")
             a.add_argument("--last-name")
             a.add_argument("--backstory")
             a.add_argument("--note")
+            a.add_argument("--candidate", type=int, help="with choose: rank of the sample (0 = best)")
+            a.add_argument(
+                "--expect-version",
+                type=int,
+                help="refuse (ABORTED) if the job's review version moved past this one",
+            )
     listing = actions.add_parser("list")
     listing.add_argument("--state", help="e.g. running, succeeded, awaiting_review")
     for a in actions.choices.values():

@@ -17,7 +17,7 @@ import hashlib
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -87,9 +87,12 @@ class JobsClient:
     async def review(self, request: jobs_pb2.ReviewRequest) -> jobs_pb2.Job:
         return (await self.stub.Review(request, metadata=self.metadata)).job
 
-    async def outputs(self, job_id: str, stream: bool = False) -> AsyncIterator[jobs_pb2.GetOutputsResponse]:
-        """The job's outputs as GetOutputs sends them: URLs, or chunks with ``stream``."""
-        request = jobs_pb2.GetOutputsRequest(job_id=job_id, stream=stream)
+    async def outputs(
+        self, job_id: str, stream: bool = False, names: Sequence[str] = ()
+    ) -> AsyncIterator[jobs_pb2.GetOutputsResponse]:
+        """The job's outputs as GetOutputs sends them: URLs, or chunks with ``stream``;
+        only those in ``names`` when given ("final", "ranked_01", "manifest"...)."""
+        request = jobs_pb2.GetOutputsRequest(job_id=job_id, stream=stream, names=list(names))
         async for part in self.stub.GetOutputs(request, metadata=self.metadata):
             yield part
 
