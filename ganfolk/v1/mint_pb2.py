@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ganfolk.v1 import common_pb2 as ganfolk_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ganfolk/v1/mint.proto\x12\nganfolk.v1\x1a\x17ganfolk/v1/common.proto\".\n\tAttribute\x12\x12\n\ntrait_type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xd1\x01\n\x0bMintRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12#\n\x05image\x18\x04 \x01(\x0b\x32\x14.ganfolk.v1.ImageRef\x12)\n\nattributes\x18\x05 \x03(\x0b\x32\x15.ganfolk.v1.Attribute\x12\x11\n\trecipient\x18\x06 \x01(\t\x12\"\n\x04meta\x18\x0f \x01(\x0b\x32\x14.ganfolk.v1.TaskMeta\"\xd0\x01\n\x0cMintResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontract_address\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12\x18\n\x10transaction_hash\x18\x04 \x01(\t\x12\x11\n\ttoken_uri\x18\x05 \x01(\t\x12\x11\n\trecipient\x18\x06 \x01(\t\x12\x16\n\x0e\x61lready_minted\x18\x07 \x01(\x08\x12*\n\nprovenance\x18\x08 \x01(\x0b\x32\x16.ganfolk.v1.Provenance\"G\n\x0fGetTokenRequest\x12\x12\n\x08token_id\x18\x01 \x01(\tH\x00\x12\x19\n\x0fidempotency_key\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\xcf\x01\n\x10GetTokenResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontract_address\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x11\n\ttoken_uri\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\r\n\x05image\x18\x08 \x01(\t\x12)\n\nattributes\x18\t \x03(\x0b\x32\x15.ganfolk.v1.Attribute2\x8f\x01\n\x0bMintService\x12\x39\n\x04Mint\x12\x17.ganfolk.v1.MintRequest\x1a\x18.ganfolk.v1.MintResponse\x12\x45\n\x08GetToken\x12\x1b.ganfolk.v1.GetTokenRequest\x1a\x1c.ganfolk.v1.GetTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ganfolk/v1/mint.proto\x12\nganfolk.v1\x1a\x17ganfolk/v1/common.proto\".\n\tAttribute\x12\x12\n\ntrait_type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xa0\x03\n\x0bMintRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12#\n\x05image\x18\x04 \x01(\x0b\x32\x14.ganfolk.v1.ImageRef\x12)\n\nattributes\x18\x05 \x03(\x0b\x32\x15.ganfolk.v1.Attribute\x12\x11\n\trecipient\x18\x06 \x01(\t\x12\x0e\n\x06prompt\x18\x07 \x01(\t\x12\x13\n\x0bperson_name\x18\x08 \x01(\t\x12*\n\x06traits\x18\t \x01(\x0b\x32\x1a.ganfolk.v1.PortraitTraits\x12*\n\nprovenance\x18\n \x03(\x0b\x32\x16.ganfolk.v1.Provenance\x12\x1a\n\x12\x61pproved_by_review\x18\x0b \x01(\x08\x12\x11\n\x04seed\x18\x0c \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10\x62\x61\x63kground_color\x18\r \x01(\t\x12\"\n\x04meta\x18\x0f \x01(\x0b\x32\x14.ganfolk.v1.TaskMetaB\x07\n\x05_seed\"e\n\x0ePortraitTraits\x12\x13\n\x0bnationality\x18\x01 \x01(\t\x12\x0b\n\x03\x61ge\x18\x02 \x01(\t\x12\x0e\n\x06gender\x18\x03 \x01(\t\x12\x0e\n\x06medium\x18\x04 \x01(\t\x12\x11\n\tadjective\x18\x05 \x01(\t\"\xa7\x02\n\x0cMintResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontract_address\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12\x18\n\x10transaction_hash\x18\x04 \x01(\t\x12\x11\n\ttoken_uri\x18\x05 \x01(\t\x12\x11\n\trecipient\x18\x06 \x01(\t\x12\x16\n\x0e\x61lready_minted\x18\x07 \x01(\x08\x12*\n\nprovenance\x18\x08 \x01(\x0b\x32\x16.ganfolk.v1.Provenance\x12\x11\n\timage_uri\x18\t \x01(\t\x12\x11\n\timage_cid\x18\n \x01(\t\x12\x14\n\x0cmetadata_cid\x18\x0b \x01(\t\x12\x19\n\x11licence_overrides\x18\x0c \x03(\t\"G\n\x0fGetTokenRequest\x12\x12\n\x08token_id\x18\x01 \x01(\tH\x00\x12\x19\n\x0fidempotency_key\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\x93\x02\n\x10GetTokenResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontract_address\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x11\n\ttoken_uri\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\r\n\x05image\x18\x08 \x01(\t\x12)\n\nattributes\x18\t \x03(\x0b\x32\x15.ganfolk.v1.Attribute\x12\x14\n\x0c\x65xternal_url\x18\n \x01(\t\x12\x18\n\x10\x62\x61\x63kground_color\x18\x0b \x01(\t\x12\x12\n\nuri_frozen\x18\x0c \x01(\x08\x32\x8f\x01\n\x0bMintService\x12\x39\n\x04Mint\x12\x17.ganfolk.v1.MintRequest\x1a\x18.ganfolk.v1.MintResponse\x12\x45\n\x08GetToken\x12\x1b.ganfolk.v1.GetTokenRequest\x1a\x1c.ganfolk.v1.GetTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTRIBUTE']._serialized_start=62
   _globals['_ATTRIBUTE']._serialized_end=108
   _globals['_MINTREQUEST']._serialized_start=111
-  _globals['_MINTREQUEST']._serialized_end=320
-  _globals['_MINTRESPONSE']._serialized_start=323
-  _globals['_MINTRESPONSE']._serialized_end=531
-  _globals['_GETTOKENREQUEST']._serialized_start=533
-  _globals['_GETTOKENREQUEST']._serialized_end=604
-  _globals['_GETTOKENRESPONSE']._serialized_start=607
-  _globals['_GETTOKENRESPONSE']._serialized_end=814
-  _globals['_MINTSERVICE']._serialized_start=817
-  _globals['_MINTSERVICE']._serialized_end=960
+  _globals['_MINTREQUEST']._serialized_end=527
+  _globals['_PORTRAITTRAITS']._serialized_start=529
+  _globals['_PORTRAITTRAITS']._serialized_end=630
+  _globals['_MINTRESPONSE']._serialized_start=633
+  _globals['_MINTRESPONSE']._serialized_end=928
+  _globals['_GETTOKENREQUEST']._serialized_start=930
+  _globals['_GETTOKENREQUEST']._serialized_end=1001
+  _globals['_GETTOKENRESPONSE']._serialized_start=1004
+  _globals['_GETTOKENRESPONSE']._serialized_end=1279
+  _globals['_MINTSERVICE']._serialized_start=1282
+  _globals['_MINTSERVICE']._serialized_end=1425
 # @@protoc_insertion_point(module_scope)

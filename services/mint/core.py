@@ -24,7 +24,6 @@ import json
 import logging
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,25 +35,31 @@ from web3.logs import DISCARD
 from ganfolk.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from ganfolk.runtime.images import decode_image
 from ganfolk.runtime.settings import ConfigError
-from ganfolk.runtime.storage import ObjectNotFound, ObjectStore, sha256_hex, validate_key
+from ganfolk.runtime.storage import ObjectNotFound, ObjectStore, open_store, sha256_hex
 from ganfolk.v1 import common_pb2
 from services.mint.chain import Chain, Reverted, Sent, to_hex
 from services.mint.config import DEV_CHAIN_IDS, MintSettings
+from services.mint.deploy import constructor_args, deploy, load_artifact, publish_collection
+from services.mint.licence import check_licence
+from services.mint.metadata import (
+    Traits,
+    check_colour,
+    check_name_pattern,
+    encode,
+    parse_traits,
+    read_provenance,
+    token_metadata,
+)
+from services.mint.publish import Published, Publisher, make_publisher, read_published
 
 log = logging.getLogger(__name__)
 
-ARTIFACT = Path(__file__).resolve().parent / "contracts" / "GanfolkPortraits.json"
 ZERO_ADDRESS = "0x" + "0" * 40
 MAX_KEY_CHARS = 256
 MAX_TITLE_CHARS = 200
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_ATTRIBUTES = 64
 _MEDIA = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
-
-
-def load_artifact() -> dict[str, Any]:
-    artifact: dict[str, Any] = json.loads(ARTIFACT.read_text())
-    return artifact
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,14 @@ class MintInput:
     image: common_pb2.ImageRef
     attributes: tuple[tuple[str, str], ...] = ()
     recipient: str = ""
+    prompt: str = ""
+    person_name: str = ""
+    # None: parsed from the prompt.
+    traits: Traits | None = None
+    provenance: tuple[common_pb2.Provenance, ...] = ()
+    approved_by_review: bool = False
+    seed: int | None = None
+    background_color: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,10 @@ class MintResult:
     contract_address: str
     recipient: str
     already_minted: bool
+    image_uri: str = ""
+    image_cid: str = ""
+    metadata_cid: str = ""
+    licence_overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,7 @@ class TokenInfo:
     chain_id: int
     contract_address: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    uri_frozen: bool = False
 
 
 def key_hash(idempotency_key: str) -> bytes:
@@ -122,6 +140,11 @@ class Minter:
         self.chain_id = chain.chain_id
         self._key_locks: dict[str, threading.Lock] = {}
         self._key_locks_guard = threading.Lock()
+        self.publisher: Publisher = make_publisher(settings)
+        # Token-id prediction (see _predict_token_id): mints sent but not yet mined, and the
+        # id predicted for the last one sent. Guarded by the signer's lock.
+        self._inflight = 0
+        self._last_predicted = 0
 
     # -- helpers --------------------------------------------------------------------
 
@@ -134,19 +157,6 @@ class Minter:
 
     def record_key(self, kh: bytes) -> str:
         return f"{self._prefix()}/tx/{self.chain_id}/{self.contract_address.lower()}/{kh.hex()}.json"
-
-    def public_uri(self, store: ObjectStore, key: str) -> str:
-        base = self.settings.mint_public_base_url
-        return f"{base.rstrip('/')}/{key}" if base else store.uri(key)
-
-    def _store_key_of(self, store: ObjectStore, uri: str) -> str | None:
-        base = self.settings.mint_public_base_url.rstrip("/")
-        if base and uri.startswith(base + "/"):
-            return uri[len(base) + 1 :]
-        try:
-            return store.key_from_uri(uri)
-        except ValueError:
-            return None
 
     def token_of_key(self, kh: bytes) -> int:
         return int(self.chain.call(self.contract.functions.tokenOfKey(kh), "read tokenOfKey"))
@@ -180,28 +190,38 @@ class Minter:
             return store.get_uri(ref.uri, ref.sha256 or None)
         raise InvalidArgument("image is required: set image.uri (object store) or image.inline_data")
 
-    def store_content(self, store: ObjectStore, request: MintInput) -> tuple[str, str]:
-        """Store the image and its OpenSea metadata, content-addressed; return (token URI, image URI)."""
+    def publish_image(self, store: ObjectStore, request: MintInput) -> Published:
+        """Publish the portrait (a real, sane image, or ValueError) and return where it is."""
         data = self._image_bytes(store, request.image)
-        decode_image(data, self.settings.max_image_pixels)  # a real, sane image, or ValueError
+        decode_image(data, self.settings.max_image_pixels)
         fmt = Image.open(io.BytesIO(data)).format or "PNG"
         media, ext = _MEDIA.get(fmt, ("application/octet-stream", fmt.lower()))
-        image_key = f"{self._prefix()}/images/{sha256_hex(data)}.{ext}"
-        store.put(image_key, data, content_type=media)
-        image_uri = self.public_uri(store, image_key)
-        metadata: dict[str, Any] = {
-            "name": request.title,
-            "description": request.description,
-            "image": image_uri,
-            "attributes": [{"trait_type": t, "value": v} for t, v in request.attributes],
-        }
-        if self.settings.mint_external_url_base:
-            quoted = urllib.parse.quote(request.idempotency_key, safe="")
-            metadata["external_url"] = f"{self.settings.mint_external_url_base.rstrip('/')}/{quoted}"
-        body = json.dumps(metadata, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-        meta_key = f"{self._prefix()}/metadata/{sha256_hex(body)}.json"
-        store.put(meta_key, body, content_type="application/json")
-        return self.public_uri(store, meta_key), image_uri
+        return self.publisher.publish(store, "images", data, media, ext)
+
+    def metadata_for(self, request: MintInput, token_id: int, image_uri: str) -> dict[str, Any]:
+        """The token's OpenSea metadata, as it will be for ``token_id``."""
+        traits = request.traits if request.traits is not None else parse_traits(request.prompt)
+        return token_metadata(
+            token_id=token_id,
+            name_pattern=self.settings.mint_name_pattern,
+            title=request.title,
+            person_name=request.person_name,
+            prompt=request.prompt,
+            backstory=request.description,
+            image_uri=image_uri,
+            traits=traits,
+            making=read_provenance(request.provenance, request.seed),
+            attributes=request.attributes,
+            external_url_base=self.settings.mint_external_url_base,
+            idempotency_key=request.idempotency_key,
+            background_color=check_colour(request.background_color or self.settings.mint_background_color),
+        )
+
+    def publish_metadata(
+        self, store: ObjectStore, request: MintInput, token_id: int, image_uri: str
+    ) -> Published:
+        body = encode(self.metadata_for(request, token_id, image_uri))
+        return self.publisher.publish(store, "metadata", body, "application/json", "json")
 
     # -- mint -----------------------------------------------------------------------
 
@@ -223,8 +243,22 @@ class Minter:
         for trait, _value in request.attributes:
             if not trait.strip():
                 raise InvalidArgument("every attribute needs a trait_type")
+        check_colour(request.background_color)
         recipient = request.recipient or self.settings.mint_default_recipient or self.chain.address
         return check_recipient(recipient)
+
+    def _predict_token_id(self) -> int:
+        """The id the next mint from this process will get; call with the signer's lock held.
+
+        One account sends its transactions in nonce order and the chain mines them in that
+        order, so while the lock is held from prediction to broadcast the ids follow the
+        predictions. Another minter (or a reverted mint) can still take an id first; then
+        :meth:`_fix_uri` rewrites the metadata for the real id before freezing.
+        """
+        minted = self.total_minted()
+        if self._inflight:
+            minted = max(minted, self._last_predicted)
+        return minted + 1
 
     def mint(self, store: ObjectStore, request: MintInput) -> MintResult:
         """Mint one token for ``request.idempotency_key``, or return the one it already has."""
@@ -233,14 +267,21 @@ class Minter:
         with self._lock_for(request.idempotency_key):
             existing = self.token_of_key(kh)
             if existing:
-                return self._existing(store, kh, existing, already=True)
+                return self._existing(store, kh, existing, already=True, request=request)
             record = self._read_record(store, kh)
             if record is not None:
-                resumed = self._resume(store, kh, record)
+                resumed = self._resume(store, kh, record, request)
                 if resumed is not None:
                     return resumed
-            token_uri, _image_uri = self.store_content(store, request)
-            fn = self.contract.functions.mint(recipient, token_uri, kh)
+            # Refused before anything is published or paid for.
+            overrides = check_licence(
+                self.settings,
+                self.chain_id,
+                request.provenance,
+                request.approved_by_review,
+                request.idempotency_key,
+            )
+            image = self.publish_image(store, request)
 
             def write(sent: Sent, raw: bytes) -> None:
                 self._write_record(
@@ -253,7 +294,12 @@ class Minter:
                         "nonce": sent.nonce,
                         "from": self.chain.address,
                         "recipient": recipient,
-                        "token_uri": token_uri,
+                        "token_uri": metadata.uri,
+                        "image_uri": image.uri,
+                        "image_cid": image.cid,
+                        "metadata_cid": metadata.cid,
+                        "predicted_token_id": predicted,
+                        "licence_overrides": overrides,
                         "chain_id": self.chain_id,
                         "contract": self.contract_address,
                         "status": "sent",
@@ -261,13 +307,47 @@ class Minter:
                     },
                 )
 
+            with self.chain.signer.lock:
+                predicted = self._predict_token_id()
+                metadata = self.publish_metadata(store, request, predicted, image.uri)
+                fn = self.contract.functions.mint(recipient, metadata.uri, kh)
+                try:
+                    sent = self.chain.transact(fn, record=write)
+                except Reverted as exc:
+                    return self._on_revert(store, kh, exc)
+                self._inflight += 1
+                self._last_predicted = predicted
             try:
-                sent = self.chain.transact(fn, record=write)
-            except Reverted as exc:
-                return self._on_revert(store, kh, exc)
-            result = self._finish(store, kh, sent.tx_hash, already=False)
+                result = self._finish(store, kh, sent.tx_hash, already=False, request=request)
+            finally:
+                with self.chain.signer.lock:
+                    self._inflight -= 1
             assert result is not None  # allow_failed=False raises instead
             return result
+
+    def _fix_uri(self, store: ObjectStore, kh: bytes, token_id: int, request: MintInput | None) -> None:
+        """Rewrite a token's metadata for its real id when another mint took the predicted one."""
+        record = self._read_record(store, kh) or {}
+        predicted = record.get("predicted_token_id")
+        if predicted in (None, token_id) or record.get("uri_fixed_for") == token_id:
+            return
+        if request is None or not record.get("image_uri"):
+            log.warning(
+                "token %s has metadata written for id %s; mint again with the request to fix it",
+                token_id,
+                predicted,
+            )
+            return
+        if self.chain.call(self.contract.functions.metadataFrozen(), "read metadataFrozen"):
+            log.warning("token %s has metadata written for id %s but metadata is frozen", token_id, predicted)
+            return
+        metadata = self.publish_metadata(store, request, token_id, str(record["image_uri"]))
+        sent = self.chain.transact(self.contract.functions.setTokenURI(token_id, metadata.uri))
+        if self.chain.wait_receipt(sent.tx_hash)["status"] != 1:
+            raise FailedPrecondition(f"setTokenURI({token_id}) transaction {sent.tx_hash} reverted")
+        record.update({"token_uri": metadata.uri, "metadata_cid": metadata.cid, "uri_fixed_for": token_id})
+        self._write_record(store, kh, record)
+        log.info("token URI fixed for its id", extra={"token_id": token_id, "predicted": predicted})
 
     def _on_revert(self, store: ObjectStore, kh: bytes, exc: Reverted) -> MintResult:
         if exc.name == "KeyAlreadyUsed":  # another replica won the race for this key
@@ -281,7 +361,9 @@ class Minter:
             raise InvalidArgument(f"the recipient cannot receive ERC-721 tokens: {exc}") from None
         raise FailedPrecondition(str(exc)) from None
 
-    def _resume(self, store: ObjectStore, kh: bytes, record: dict[str, Any]) -> MintResult | None:
+    def _resume(
+        self, store: ObjectStore, kh: bytes, record: dict[str, Any], request: MintInput | None = None
+    ) -> MintResult | None:
         """Follow a recorded transaction; None when it can never mine (sign a new one)."""
         tx_hash = str(record["tx_hash"])
         # Mined or pending: an earlier attempt broadcast it, and it is the one to follow.
@@ -292,19 +374,27 @@ class Minter:
             if not self.chain.rebroadcast(bytes.fromhex(str(record["raw_tx"])[2:]), tx_hash):
                 # Its nonce went to another transaction; unless that one minted the key, start over.
                 existing = self.token_of_key(kh)
-                return self._existing(store, kh, existing, already=True) if existing else None
+                return (
+                    self._existing(store, kh, existing, already=True, request=request) if existing else None
+                )
         else:
             log.info("following a recorded transaction", extra={"tx_hash": tx_hash})
-        return self._finish(store, kh, tx_hash, already=already, allow_failed=True)
+        return self._finish(store, kh, tx_hash, already=already, allow_failed=True, request=request)
 
     def _finish(
-        self, store: ObjectStore, kh: bytes, tx_hash: str, already: bool, allow_failed: bool = False
+        self,
+        store: ObjectStore,
+        kh: bytes,
+        tx_hash: str,
+        already: bool,
+        allow_failed: bool = False,
+        request: MintInput | None = None,
     ) -> MintResult | None:
         receipt = self.chain.wait_receipt(tx_hash)
         if receipt["status"] != 1:
             existing = self.token_of_key(kh)
             if existing:  # lost a race to the same key: that token is the answer
-                return self._existing(store, kh, existing, already=True)
+                return self._existing(store, kh, existing, already=True, request=request)
             if allow_failed:
                 return None
             raise FailedPrecondition(f"mint transaction {tx_hash} reverted on chain {self.chain_id}")
@@ -319,14 +409,20 @@ class Minter:
         log.info(
             "minted", extra={"token_id": token_id, "tx_hash": tx_hash, "contract": self.contract_address}
         )
-        return self._result(token_id, tx_hash, already)
+        self._fix_uri(store, kh, token_id, request)
+        return self._result(store, kh, token_id, tx_hash, already)
 
-    def _existing(self, store: ObjectStore, kh: bytes, token_id: int, already: bool) -> MintResult:
+    def _existing(
+        self, store: ObjectStore, kh: bytes, token_id: int, already: bool, request: MintInput | None = None
+    ) -> MintResult:
         record = self._read_record(store, kh) or {}
         tx_hash = str(record.get("tx_hash", "")) if record.get("status") == "mined" else ""
         if not tx_hash:
             tx_hash = self._find_mint_tx(kh)
-        return self._result(token_id, tx_hash, already)
+        if record.get("token_id") == str(token_id):
+            # A crash between the mint and its URI fix: finish the fix now.
+            self._fix_uri(store, kh, token_id, request)
+        return self._result(store, kh, token_id, tx_hash, already)
 
     def _find_mint_tx(self, kh: bytes) -> str:
         """The hash of the transaction that minted ``kh``, from the Minted event (best effort)."""
@@ -338,11 +434,26 @@ class Minter:
             log.warning("could not find the minting transaction: %s", type(exc).__name__)
             return ""
 
-    def _result(self, token_id: int, tx_hash: str, already: bool) -> MintResult:
+    def _result(
+        self, store: ObjectStore, kh: bytes, token_id: int, tx_hash: str, already: bool
+    ) -> MintResult:
         fns = self.contract.functions
         uri = str(self.chain.call(fns.tokenURI(token_id), "read tokenURI"))
         owner = str(self.chain.call(fns.ownerOf(token_id), "read ownerOf"))
-        return MintResult(token_id, tx_hash, uri, self.chain_id, self.contract_address, owner, already)
+        record = self._read_record(store, kh) or {}
+        return MintResult(
+            token_id,
+            tx_hash,
+            uri,
+            self.chain_id,
+            self.contract_address,
+            owner,
+            already,
+            image_uri=str(record.get("image_uri", "")),
+            image_cid=str(record.get("image_cid", "")),
+            metadata_cid=str(record.get("metadata_cid", "")) if uri.startswith("ipfs://") else "",
+            licence_overrides=tuple(record.get("licence_overrides", ())),
+        )
 
     # -- read -----------------------------------------------------------------------
 
@@ -365,13 +476,16 @@ class Minter:
             raise
         uri = str(self.chain.call(fns.tokenURI(token_id), "read tokenURI"))
         metadata: dict[str, Any] = {}
-        key = self._store_key_of(store, uri)
-        if key is not None:
+        body = read_published(self.publisher, store, uri)
+        if body is not None:
             try:
-                metadata = json.loads(store.get(validate_key(key)))
-            except (ObjectNotFound, ValueError) as exc:
+                metadata = json.loads(body)
+            except ValueError as exc:
                 log.warning("token metadata unreadable: %s", exc)
-        return TokenInfo(token_id, owner, uri, self.chain_id, self.contract_address, metadata)
+        frozen = bool(self.chain.call(fns.metadataFrozen(), "read metadataFrozen")) or bool(
+            self.chain.call(fns.tokenFrozen(token_id), "read tokenFrozen")
+        )
+        return TokenInfo(token_id, owner, uri, self.chain_id, self.contract_address, metadata, frozen)
 
 
 # --------------------------------------------------------------------------- loading
@@ -381,7 +495,7 @@ def _deployment_file(settings: MintSettings, chain_id: int) -> Path:
     return settings.state_dir / "mint" / f"deployment-{chain_id}.json"
 
 
-def resolve_contract(settings: MintSettings, chain: Chain) -> str:
+def resolve_contract(settings: MintSettings, chain: Chain, store: ObjectStore | None = None) -> str:
     """The configured contract, or on a dev chain the one this service deployed (deploying if needed)."""
     artifact = load_artifact()
     runtime = bytes.fromhex(artifact["deployedBytecode"][2:])
@@ -397,7 +511,7 @@ def resolve_contract(settings: MintSettings, chain: Chain) -> str:
     if not (settings.mint_auto_deploy and chain.chain_id in DEV_CHAIN_IDS):
         raise ConfigError(
             f"GANFOLK_MINT_CONTRACT_ADDRESS is required on chain {chain.chain_id}; the service deploys "
-            "its own contract only on a local dev chain (31337/1337)"
+            "its own contract only on a local dev chain (31337/1337); elsewhere run `ganfolk contract deploy`"
         )
     path = _deployment_file(settings, chain.chain_id)
     if path.exists():
@@ -405,23 +519,23 @@ def resolve_contract(settings: MintSettings, chain: Chain) -> str:
         if address and chain.code_at(address) == runtime:
             log.info("reusing the deployed contract", extra={"contract": address})
             return address
-    address = chain.deploy(
-        artifact["abi"],
-        artifact["bytecode"],
-        settings.mint_token_name,
-        settings.mint_token_symbol,
-        chain.address,
-    )
+    store = store or open_store(settings.store_url)
+    contract_uri, _ = publish_collection(settings, store, make_publisher(settings), chain.address)
+    address = deploy(chain, artifact, constructor_args(settings, chain.address, contract_uri))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps({"address": address, "chain_id": chain.chain_id, "owner": chain.address}) + "\n"
     )
-    log.info("deployed GanfolkPortraits", extra={"contract": address, "chain_id": chain.chain_id})
     return address
 
 
 def load_minter(settings: MintSettings) -> Minter:
     """Connect to the chain, find (or on a dev chain deploy) the contract, check the account may mint."""
+    try:
+        check_name_pattern(settings.mint_name_pattern)
+        check_colour(settings.mint_background_color)
+    except ValueError as exc:
+        raise ConfigError(f"GANFOLK_MINT_NAME_PATTERN / GANFOLK_MINT_BACKGROUND_COLOR: {exc}") from None
     chain = Chain(settings)
     minter = Minter(settings, chain, resolve_contract(settings, chain))
     fns = minter.contract.functions

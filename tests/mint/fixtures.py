@@ -58,6 +58,8 @@ def mint_settings(anvil: Anvil, tmp_path: Path) -> Callable[..., MintSettings]:
             "mint_chain_id": anvil.chain_id,
             "mint_private_key": DEV_KEY,
             "state_dir": tmp_path / "state",
+            # The store the `store` fixture opens: collection metadata lands beside the tokens'.
+            "store_url": str(tmp_path / "objects"),
             "mint_receipt_timeout_s": 20.0,
         }
         values.update(overrides)
