@@ -442,6 +442,16 @@ def _add_dataset_parser(sub: Any) -> None:
     add_arguments(dataset)
 
 
+def _add_contract_parser(sub: Any) -> None:
+    """`contract deploy|info`: the mint contract on a chain (services/mint/cli.py)."""
+    from services.mint.cli import add_arguments
+
+    contract = sub.add_parser(
+        "contract", help="deploy the mint contract (dry run, confirmations, bytecode check) or read one"
+    )
+    add_arguments(contract)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfolk", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -525,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_stylegan_parser(train_actions)
     _add_train_run_parsers(train_actions)
     _add_dataset_parser(sub)
+    _add_contract_parser(sub)
 
     for name, func, text in (
         ("up", _up, "start nats-server, the object store and services in the background"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -196,7 +197,8 @@ class Sent:
 class Chain:
     """A web3 connection to one chain with the minting account's signer."""
 
-    def __init__(self, settings: MintSettings) -> None:
+    def __init__(self, settings: MintSettings, read_only: bool = False) -> None:
+        """Connect and check the chain id; ``read_only`` needs no key (a throwaway account signs nothing)."""
         self.settings = settings
         self.rpc_host = redact_url(settings.mint_rpc_url)
         provider = Web3.HTTPProvider(
@@ -218,7 +220,12 @@ class Chain:
                 f"GANFOLK_MINT_CHAIN_ID is {settings.mint_chain_id} but {self.rpc_host} "
                 f"serves chain {self.chain_id}"
             )
-        self.signer = signer_for(settings.mint_rpc_url, self.chain_id, load_account(settings, self.chain_id))
+        if read_only:
+            self.signer = Signer(Account.create())
+        else:
+            self.signer = signer_for(
+                settings.mint_rpc_url, self.chain_id, load_account(settings, self.chain_id)
+            )
         self.address = self.signer.address
         # Test hooks: called after the record is written / after the node accepted the tx.
         self.after_record: Callable[[Sent], None] | None = None
@@ -285,7 +292,24 @@ class Chain:
     # -- fees and gas -------------------------------------------------------------
 
     def fees(self) -> dict[str, int]:
-        """EIP-1559 fees (legacy gas price on chains without a base fee), floor and cap applied."""
+        """EIP-1559 fees (legacy gas price on chains without a base fee), floor and cap applied.
+
+        Above the ceiling (GANFOLK_MINT_MAX_FEE_GWEI) this waits, reading fees again every
+        GANFOLK_MINT_FEE_POLL_S, for up to GANFOLK_MINT_FEE_WAIT_S; then it gives up with a
+        Transient error, so the task is retried later instead of paying a spike.
+        """
+        deadline = time.monotonic() + self.settings.mint_fee_wait_s
+        while True:
+            try:
+                return self._fees_once()
+            except _OverCeiling:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                log.info("fees are over the ceiling; waiting", extra={"wait_s": round(left, 1)})
+                time.sleep(min(self.settings.mint_fee_poll_s, left))
+
+    def _fees_once(self) -> dict[str, int]:
         floor = int(self.settings.mint_min_priority_fee_gwei * GWEI)
         cap = int(self.settings.mint_max_fee_gwei * GWEI) if self.settings.mint_max_fee_gwei else None
         with self.rpc("read fees"):
@@ -293,13 +317,13 @@ class Chain:
             if base is None:
                 price = max(int(self.w3.eth.gas_price), floor)
                 if cap is not None and price > cap:
-                    raise Transient(f"gas price {price / GWEI:.2f} gwei is over GANFOLK_MINT_MAX_FEE_GWEI")
+                    raise _OverCeiling(f"gas price {price / GWEI:.2f} gwei is over GANFOLK_MINT_MAX_FEE_GWEI")
                 return {"gasPrice": price}
             tip = max(int(self.w3.eth.max_priority_fee), floor)
         max_fee = 2 * int(base) + tip
         if cap is not None:
             if cap < int(base) + tip:
-                raise Transient(
+                raise _OverCeiling(
                     f"base fee {int(base) / GWEI:.2f} gwei + tip {tip / GWEI:.2f} gwei is over "
                     f"GANFOLK_MINT_MAX_FEE_GWEI={self.settings.mint_max_fee_gwei}; retry when fees fall"
                 )
@@ -446,3 +470,7 @@ class Chain:
 
 class _NonceRejected(Exception):
     pass
+
+
+class _OverCeiling(Transient):
+    """Fees are above GANFOLK_MINT_MAX_FEE_GWEI: wait, or retry the task later."""

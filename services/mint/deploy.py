@@ -47,16 +47,22 @@ def runtime_code(artifact: dict[str, Any]) -> bytes:
 
 
 def publish_collection(
-    settings: MintSettings, store: ObjectStore, publisher: Publisher, owner: str
+    settings: MintSettings, store: ObjectStore, publisher: Publisher, owner: str, dry_run: bool = False
 ) -> tuple[str, dict[str, Any]]:
-    """Publish the collection metadata (and its image); returns (contractURI, metadata)."""
+    """Publish the collection metadata (and its image); returns (contractURI, metadata).
+
+    ``dry_run`` computes the same URIs without publishing anything.
+    """
     image_uri = ""
     if settings.mint_collection_image:
         source = settings.mint_collection_image
         data = store.get_uri(source) if "://" in source else Path(source).read_bytes()
         ext = Path(source.split("?", 1)[0]).suffix.lstrip(".").lower() or "png"
         media = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
-        image_uri = publisher.publish(store, "images", data, media.get(ext, "image/png"), ext).uri
+        if dry_run:
+            image_uri = publisher.uri_for(store, "images", data, ext)
+        else:
+            image_uri = publisher.publish(store, "images", data, media.get(ext, "image/png"), ext).uri
     metadata = collection_metadata(
         name=settings.mint_token_name,
         description=settings.mint_collection_description,
@@ -65,6 +71,8 @@ def publish_collection(
         royalty_bps=settings.mint_royalty_bps,
         fee_recipient=royalty_recipient(settings, owner),
     )
+    if dry_run:
+        return publisher.uri_for(store, "metadata", encode(metadata), "json"), metadata
     published = publisher.publish(store, "metadata", encode(metadata), "application/json", "json")
     return published.uri, metadata
 

@@ -53,6 +53,10 @@ class Publisher(abc.ABC):
     def publish(self, store: ObjectStore, kind: str, data: bytes, content_type: str, ext: str) -> Published:
         """Publish ``data`` (``kind`` is "images" or "metadata"); idempotent for the same bytes."""
 
+    def uri_for(self, store: ObjectStore, kind: str, data: bytes, ext: str) -> str:
+        """The URI :meth:`publish` would give ``data``, without publishing it (for dry runs)."""
+        return f"ipfs://{ipfs_cid(data)}"
+
     def store_key(self, store: ObjectStore, uri: str) -> str | None:
         """The object-store key of the copy of a published URI, or None."""
         if uri.startswith("ipfs://"):
@@ -73,9 +77,14 @@ class StorePublisher(Publisher):
     def publish(self, store: ObjectStore, kind: str, data: bytes, content_type: str, ext: str) -> Published:
         key = f"{self.prefix}/{kind}/{sha256_hex(data)}.{ext}"
         store.put(key, data, content_type=content_type)
+        return Published(self._url(store, key), "", key)
+
+    def uri_for(self, store: ObjectStore, kind: str, data: bytes, ext: str) -> str:
+        return self._url(store, f"{self.prefix}/{kind}/{sha256_hex(data)}.{ext}")
+
+    def _url(self, store: ObjectStore, key: str) -> str:
         base = self.settings.mint_public_base_url
-        uri = f"{base.rstrip('/')}/{key}" if base else store.uri(key)
-        return Published(uri, "", key)
+        return f"{base.rstrip('/')}/{key}" if base else store.uri(key)
 
 
 class S3IpfsPublisher(Publisher):
