@@ -445,8 +445,18 @@ def _mint_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
         image=job.final_image,
         recipient=job.spec.recipient,
         attributes=[mint_pb2.Attribute(trait_type="prompt", value=job.prompt)],
+        prompt=job.prompt,
+        person_name=person,
+        # The mint service builds the metadata attributes from these records (generator and
+        # its sha256, refine iterations, upscaler) and its licence gate reads them.
+        provenance=job.provenance,
+        # Only an approve or edit decision leaves the review stage succeeded.
+        approved_by_review=done(job, S.STAGE_REVIEW),
         meta=meta,
     )
+    seed = re.search(r"seed-(-?\d+)\.png$", job.best_sample.uri)
+    if seed:
+        request.seed = int(seed.group(1))
     return [_task(meta, request)]
 
 
