@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +28,8 @@ from ganfolk.runtime.service import SideProcess, load_definition
 from ganfolk.runtime.settings import ConfigError
 
 NATS_PORT = 4222
+# Where `ganfolk up` keeps the gallery's sign-in token when GANFOLK_GALLERY_AUTH_TOKEN is unset.
+GALLERY_TOKEN = "gallery-token"
 S3_ACCESS_KEY = "ganfolk-local"
 S3_SECRET_KEY = "ganfolk-local-secret"
 
@@ -37,6 +40,8 @@ class Proc:
     pid: int
     log: str
     port: int = 0
+    # A web app's address (the gallery), printed by `ganfolk up`.
+    url: str = ""
 
 
 @dataclass
@@ -51,6 +56,11 @@ class Stack:
         for p in self.processes:
             where = f"127.0.0.1:{p.port}" if p.port else ""
             lines.append(f"  {p.name:<12} pid {p.pid:<8} {where:<18} log {p.log}")
+        for p in self.processes:
+            if p.url:
+                lines.append(
+                    f"{p.name}: {p.url}  (sign in with the token in {Path(self.state_dir) / GALLERY_TOKEN})"
+                )
         return "\n".join(lines)
 
 
@@ -196,12 +206,15 @@ def up(
             env.setdefault("GANFOLK_ALLOW_RANDOM_WEIGHTS", "1")
 
         started: list[tuple[Proc, subprocess.Popen[bytes]]] = []
+        ports: dict[str, int] = {}
         for name in chosen:
-            port = _pick_port(catalog.entry(name).port)
+            port = ports[name] = _pick_port(catalog.entry(name).port)
             log = logs / f"{name}.log"
             svc_env = {**env, "GANFOLK_SERVICE": name, "GANFOLK_GRPC_PORT": str(port)}
+            svc_env.update(_peer_settings(name, ports, env, state))
             proc = _spawn([sys.executable, "-m", "ganfolk.cli", "serve", name], log, svc_env)
-            entry = Proc(name, proc.pid, str(log), port)
+            http = svc_env.get("GANFOLK_GALLERY_HTTP_PORT") if name == "gallery" else None
+            entry = Proc(name, proc.pid, str(log), port, f"http://127.0.0.1:{http}/" if http else "")
             stack.processes.append(entry)
             started.append((entry, proc))
         _save(manifest, stack)
@@ -222,6 +235,29 @@ def up(
         manifest.unlink(missing_ok=True)
         raise
     return stack
+
+
+def _peer_settings(name: str, ports: dict[str, int], env: dict[str, str], state: Path) -> dict[str, str]:
+    """Where a service finds the services it calls, as started here (ports may have moved)."""
+    out: dict[str, str] = {}
+    if name == "coordinator" and "text" in ports:
+        out["GANFOLK_COORDINATOR_TEXT_TARGET"] = f"127.0.0.1:{ports['text']}"
+    if name == "gallery":
+        coordinator = ports.get("coordinator", catalog.entry("coordinator").port)
+        out["GANFOLK_GALLERY_COORDINATOR"] = env.get(
+            "GANFOLK_GALLERY_COORDINATOR", f"127.0.0.1:{coordinator}"
+        )
+        http = int(env.get("GANFOLK_GALLERY_HTTP_PORT") or _pick_port(catalog.entry("gallery").http_port))
+        out["GANFOLK_GALLERY_HTTP_PORT"] = str(http)
+        if not env.get("GANFOLK_GALLERY_AUTH_TOKEN"):
+            # A sign-in token of this stack's own, kept beside its state (owner-only).
+            path = state / GALLERY_TOKEN
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch(mode=0o600)
+                path.write_text(secrets.token_urlsafe(24))
+            out["GANFOLK_GALLERY_AUTH_TOKEN"] = path.read_text().strip()
+    return out
 
 
 def _save(path: Path, stack: Stack) -> None:

@@ -47,6 +47,8 @@ class ServiceEntry:
     stages: tuple[Stage, ...] = ()
     # What it consumes besides tasks (documentation only).
     consumes: str = ""
+    # A web app's HTTP port beside the gRPC one (0: none).
+    http_port: int = 0
 
 
 SERVICES: dict[str, ServiceEntry] = {
@@ -124,6 +126,15 @@ SERVICES: dict[str, ServiceEntry] = {
             ("Submit", "Get", "List", "Watch (stream)", "Cancel", "Review", "GetOutputs"),
             consumes="`ganfolk.events.*`",
         ),
+        ServiceEntry(
+            "gallery",
+            "services.gallery.main",
+            50071,
+            "CPU",
+            "ganfolk.v1.InfoService",
+            ("HTTP: review pages, actions, live progress, exports",),
+            http_port=8071,
+        ),
     )
 }
 
@@ -152,9 +163,10 @@ def markdown_table() -> str:
     ]
     for e in SERVICES.values():
         stages = ", ".join(f"`{s}`" for s in e.stages) or (f"consumes {e.consumes}" if e.consumes else "–")
+        port = f"{e.port}, HTTP {e.http_port}" if e.http_port else str(e.port)
         rows.append(
             f"| [{e.name}](services/{e.name}) | {e.node} | `{e.grpc_service}` | "
-            f"{', '.join(e.operations)} | {stages} | {e.port} |"
+            f"{', '.join(e.operations)} | {stages} | {port} |"
         )
     return "\n".join(rows)
 
