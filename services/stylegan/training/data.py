@@ -78,7 +78,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # 8192 x 8192: far above any training size, low enough that a decompression bomb is refused.
 DEFAULT_MAX_PIXELS = 1 << 26
 _MANIFEST = "manifest.json"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: meta records the images smaller than the size
 _ERRORS_SHOWN = 20
 
 Kind = Literal["folder", "store", "lmdb"]
@@ -108,6 +108,7 @@ class DatasetInfo:
     size: int
     resized: int  # images that were not already ``size`` px
     cache: Path  # the .npy file
+    smaller: tuple[str, ...] = ()  # names of the images that were upscaled to ``size``
 
     def describe(self) -> str:
         """One line for a dry run: count, size, source and cache."""
@@ -297,39 +298,41 @@ def _check_size(size: int) -> None:
         raise DatasetError(f"training size must be a power of two >= 4 (StyleGAN2 resolutions), got {size}")
 
 
-def _decode(data: bytes, name: str, size: int, max_pixels: int) -> tuple[np.ndarray | None, str | None, bool]:
-    """(pixels, None, resized), or (None, why ``name`` cannot be used, False)."""
+def _decode(data: bytes, name: str, size: int, max_pixels: int) -> tuple[np.ndarray | None, str | None, int]:
+    """(pixels, None, original side), or (None, why ``name`` cannot be used, 0)."""
     try:
         img = decode_image(data, max_pixels)
     except InvalidArgument as exc:
-        return None, f"{name}: {exc}", False
+        return None, f"{name}: {exc}", 0
     w, h = img.size
     if w != h:
         return (
             None,
             f"{name}: {w}x{h} is not square; crop it square (align's PrepareDataset writes squares)",
-            False,
+            0,
         )
     if w != size:
         img = img.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(img, dtype=np.uint8), None, w != size
+    return np.asarray(img, dtype=np.uint8), None, w
 
 
-def _build(listing: _Listing, size: int, dest: Path, max_pixels: int, workers: int) -> int:
-    """Decode every image of ``listing`` into ``dest``/images.npy; returns the number resized."""
+def _build(listing: _Listing, size: int, dest: Path, max_pixels: int, workers: int) -> tuple[int, list[str]]:
+    """Decode every image of ``listing`` into ``dest``/images.npy; returns the number resized and the
+    names of those that were smaller than ``size``."""
     n = len(listing.names)
     array = np.lib.format.open_memmap(
         dest / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3)
     )
     errors: list[str] = []
+    smaller: list[str] = []
     resized = 0
 
-    def one(i: int) -> tuple[np.ndarray | None, str | None, bool]:
+    def one(i: int) -> tuple[np.ndarray | None, str | None, int]:
         name = listing.names[i]
         try:
             data = listing.read(i)
         except (OSError, StorageError, DatasetError) as exc:
-            return None, f"{name}: unreadable: {exc}", False
+            return None, f"{name}: unreadable: {exc}", 0
         return _decode(data, name, size, max_pixels)
 
     log.info("decoding %d images from %s into %s", n, listing.location, dest.parent)
@@ -340,12 +343,14 @@ def _build(listing: _Listing, size: int, dest: Path, max_pixels: int, workers: i
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, n, chunk):
             indices = range(start, min(start + chunk, n))
-            for i, (pixels, error, was_resized) in zip(indices, pool.map(one, indices), strict=True):
+            for i, (pixels, error, side) in zip(indices, pool.map(one, indices), strict=True):
                 if error is not None:
                     errors.append(error)
                 else:
                     array[i] = pixels
-                    resized += was_resized
+                    resized += side != size
+                    if side < size:
+                        smaller.append(listing.names[i])
     array.flush()
     del array
     if errors:
@@ -355,7 +360,7 @@ def _build(listing: _Listing, size: int, dest: Path, max_pixels: int, workers: i
             + "\n  ".join(errors[:_ERRORS_SHOWN])
             + more
         )
-    return resized
+    return resized, smaller
 
 
 def prepare_dataset(
@@ -386,7 +391,7 @@ def prepare_dataset(
             if meta is None:
                 tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=where))
                 try:
-                    resized = _build(listing, size, tmp, max_pixels, workers)
+                    resized, smaller = _build(listing, size, tmp, max_pixels, workers)
                     meta = {
                         "version": _CACHE_VERSION,
                         "source": listing.location,
@@ -394,6 +399,7 @@ def prepare_dataset(
                         "count": len(listing.names),
                         "size": size,
                         "resized": resized,
+                        "smaller": smaller,
                         "fingerprint": listing.fingerprint,
                         "names": listing.names,
                     }
@@ -409,7 +415,13 @@ def prepare_dataset(
     finally:
         listing.close()
     return DatasetInfo(
-        listing.location, listing.kind, meta["count"], size, meta["resized"], final / "images.npy"
+        listing.location,
+        listing.kind,
+        meta["count"],
+        size,
+        meta["resized"],
+        final / "images.npy",
+        tuple(meta["smaller"]),
     )
 
 
