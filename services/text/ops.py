@@ -6,6 +6,7 @@ Validation lives here so both adapters reject the same bad requests with the sam
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -100,7 +101,9 @@ async def prompts(core: TextCore, request: text_pb2.PromptsRequest) -> text_pb2.
     if request.HasField("filter"):
         params["filter"] = MessageToDict(request.filter, preserving_proto_field_name=True)
     if request.with_names:
-        params["names_rejected"] = list(outcome.rejected)
+        # Counts by kind ("misfit", "notable", "duplicate", "invalid"), not the answers
+        # themselves: this provenance goes into the collection's job entry, which stays small.
+        params["rejected"] = dict(Counter(r.split(":")[0] for r in outcome.rejected))
     response.provenance.CopyFrom(_provenance(core, seed, outcome, started, **params))
     return response
 
