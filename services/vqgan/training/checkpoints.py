@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ganfolk.runtime.hashing import file_sha256
 from ganfolk.runtime.storage import ObjectNotFound, ObjectStore, StorageError
-from services.training.output import CheckpointError, RunOutput, open_run_output, torch_load
+from services.training.output import CheckpointError, RunOutput, open_run_output
 from services.vqgan.model import VQGANConfig
 from services.vqgan.training.lpips import LPIPS, LPIPSError, lpips_state_from
 from services.vqgan.training.objective import LossConfig
@@ -165,8 +165,9 @@ def read_init(path: Path, where: str, sha256: str = "") -> dict[str, Tensor]:
     return {k: v for k, v in sd.items() if isinstance(v, Tensor)}
 
 
-def read_lpips(init_state: Mapping[str, Tensor] | None, sources: list[tuple[str, Path]]) -> dict[str, Tensor]:
-    """The LPIPS weights: ``--init``'s ``loss.perceptual_loss.*``, completed by the ``--lpips`` files.
+def read_lpips(init_state: Mapping[str, Tensor] | None, sources: list[tuple[str, Any]]) -> dict[str, Tensor]:
+    """The LPIPS weights: ``--init``'s ``loss.perceptual_loss.*``, completed by the loaded ``--lpips``
+    files (``(where, contents)``).
 
     Raises :class:`CheckpointError` when no complete set comes together: training with a random
     perceptual network would silently optimise for noise.
@@ -174,8 +175,7 @@ def read_lpips(init_state: Mapping[str, Tensor] | None, sources: list[tuple[str,
     states: list[tuple[str, Mapping[str, Tensor]]] = []
     if init_state is not None:
         states.append(("--init", init_state))
-    for where, path in sources:
-        obj = torch_load(path, where, "cpu")
+    for where, obj in sources:
         sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
         if not isinstance(sd, Mapping):
             raise CheckpointError(f"{where}: no state dict found")

@@ -72,6 +72,9 @@ class _Lin(nn.Module):
 class _Scaling(nn.Module):
     """The ImageNet-style input normalisation LPIPS was trained with (constants, stored as buffers)."""
 
+    shift: Tensor
+    scale: Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))

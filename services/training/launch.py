@@ -1,0 +1,94 @@
+"""Starting a run on this node: in this process for one process, else through ``torchrun``.
+
+A model's run module (``python -m <module> ...``) is what ``torchrun`` starts on every rank; the
+configuration travels as arguments (``cfg.to_argv()``), the object-store URL through the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from services.training import dist
+
+__all__ = ["LaunchConfig", "launch_command", "leave", "setup_logging", "single_process", "start"]
+
+STORE_ENV = "GANFOLK_STORE_URL"
+
+
+class LaunchConfig(Protocol):
+    """The launch options both models' configurations have."""
+
+    gpus: int
+    nnodes: str
+    rdzv_endpoint: str
+    rdzv_id: str
+    max_restarts: int
+    store_url: str
+
+    def derived_run_id(self) -> str: ...
+
+    def to_argv(self) -> list[str]: ...
+
+
+def launch_command(cfg: LaunchConfig, module: str) -> list[str]:
+    """The ``torchrun`` command that starts ``python -m module`` on every process of this node."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={cfg.gpus}",
+        f"--max-restarts={cfg.max_restarts}",
+    ]
+    if cfg.nnodes == "1" and not cfg.rdzv_endpoint:
+        cmd.append("--standalone")
+    else:
+        cmd += [
+            f"--nnodes={cfg.nnodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={cfg.rdzv_endpoint}",
+            f"--rdzv-id={cfg.rdzv_id or cfg.derived_run_id()}",
+        ]
+    return [*cmd, "-m", module, *cfg.to_argv()]
+
+
+def single_process(cfg: LaunchConfig) -> bool:
+    """One process on one node with no elastic restarts: no torchrun needed."""
+    return cfg.gpus == 1 and cfg.nnodes == "1" and not cfg.rdzv_endpoint and cfg.max_restarts == 0
+
+
+def start(cfg: LaunchConfig, module: str, worker: Callable[[Any], int]) -> int:
+    """Run ``cfg``: ``worker(cfg)`` here for one process, else replace this process with torchrun."""
+    if single_process(cfg):
+        return worker(cfg)
+    cmd = launch_command(cfg, module)
+    env = dict(os.environ)
+    if cfg.store_url:
+        # Through the environment, not argv: the URL may hold credentials, and argv is public.
+        env[STORE_ENV] = cfg.store_url
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, env)
+
+
+def setup_logging(rank: int) -> None:
+    """Log lines with the rank; INFO on rank 0, warnings elsewhere (unless logging is set up)."""
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def leave(*, clean: bool) -> None:
+    """Leave the process group: after a barrier when all went well, at once otherwise."""
+    if clean:
+        dist.shutdown()
+    elif dist.dist.is_initialized():
+        # No barrier: the other ranks may be gone or stuck; torchrun tears the group down.
+        dist.dist.destroy_process_group()
