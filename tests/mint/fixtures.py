@@ -142,7 +142,7 @@ class IpfsS3Shim:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
 
-def _start_shim(upstream: str) -> IpfsS3Shim:
+def _start_shim(upstream: str, fetch: Callable[[str, str], bytes]) -> IpfsS3Shim:
     host, port = upstream.split(":")
     shim_box: list[IpfsS3Shim] = []
 
@@ -166,9 +166,8 @@ def _start_shim(upstream: str) -> IpfsS3Shim:
                 and not parts.query
                 and parts.path.count("/") >= 2
             ):
-                get = http.client.HTTPConnection(host, int(port), timeout=30)
-                get.request("GET", parts.path)
-                data = get.getresponse().read()
+                bucket, key = urllib.parse.unquote(parts.path).lstrip("/").split("/", 1)
+                data = fetch(bucket, key)
                 mode = shim_box[0].mode
                 cid = reference_cid(b"another file" if mode == "wrong" else data)
                 if mode == "v0":
@@ -208,7 +207,18 @@ def ipfs_s3(s3_server: Any) -> Iterator[tuple[IpfsS3Shim, str]]:
     """(shim, bucket) of an emulated S3-compatible IPFS pinning bucket."""
     bucket = f"ipfs-{uuid.uuid4().hex[:12]}"
     s3_server.raw_client().make_bucket(bucket)
-    shim = _start_shim(s3_server.endpoint)
+    raw = s3_server.raw_client()
+
+    def fetch(bucket: str, key: str) -> bytes:
+        # A signed read: moto refuses anonymous ones on a private bucket.
+        resp = raw.get_object(bucket, key)
+        try:
+            return bytes(resp.read())
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    shim = _start_shim(s3_server.endpoint, fetch)
     yield shim, bucket
     shim.server.shutdown()
     shim.server.server_close()
