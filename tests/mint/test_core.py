@@ -277,3 +277,16 @@ def test_private_key_never_appears_in_logs_or_errors(
     assert Web3.to_checksum_address(minter.chain.address)  # the address is public; the key is not
     for text in [*texts, caplog.text]:
         assert secret not in text.lower()
+
+
+def test_fees_over_the_ceiling_wait_then_give_up_as_transient(make_minter, store, image) -> None:
+    import time
+
+    make_minter()  # deploys the contract while fees are acceptable
+    minter = make_minter(mint_max_fee_gwei=0.000001, mint_fee_wait_s=0.6, mint_fee_poll_s=0.2)
+    before = nonce(minter)
+    started = time.monotonic()
+    with pytest.raises(Transient, match="GANFOLK_MINT_MAX_FEE_GWEI"):
+        minter.mint(store, request(image, key="job-waits"))
+    assert time.monotonic() - started >= 0.6, "over the ceiling, minting waits before giving up"
+    assert nonce(minter) == before and minter.total_minted() == 0
