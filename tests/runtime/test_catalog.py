@@ -121,11 +121,14 @@ def test_services_declare_their_local_side_processes(tmp_path: Path) -> None:
 
 
 def test_the_runtime_imports_no_service() -> None:
-    """ganfolk/ names services only through the catalog's module strings."""
+    """The runtime, the launcher and the client name services only through the catalog.
+
+    The ``ganfolk`` command itself may hand a subcommand to a service's package (``train``,
+    ``dataset``, ``contract``): that is the application layer, not the runtime.
+    """
     offenders = []
-    for path in (ROOT / "ganfolk").rglob("*.py"):
-        if "v1" in path.parts:
-            continue
+    paths = [*(ROOT / "ganfolk" / "runtime").rglob("*.py"), ROOT / "ganfolk" / "local.py"]
+    for path in [*paths, ROOT / "ganfolk" / "client.py", *(ROOT / "ganfolk" / "weights").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):
