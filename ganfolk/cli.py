@@ -365,6 +365,36 @@ def _add_train_stylegan_parser(actions: Any) -> None:
     stylegan.set_defaults(func=_train_stylegan)
 
 
+def _train_vqgan(args: argparse.Namespace) -> int:
+    from ganfolk.runtime.errors import InvalidArgument
+    from services.vqgan.training import run
+    from services.vqgan.training.config import config_from_args
+
+    try:
+        cfg = config_from_args(args)
+        # The same checks as --check, before any accelerator time; rank 0 repeats them at start.
+        plan = run.plan(cfg, load_weights=False)
+        if args.check:
+            print(plan.describe())
+            return 0
+    except InvalidArgument as exc:
+        print(f"ganfolk train: {exc}", file=sys.stderr)
+        return 2
+    return run.start(cfg)
+
+
+def _add_train_vqgan_parser(actions: Any) -> None:
+    """`train vqgan`: fine-tune a taming VQGAN on the same runtime as `train stylegan`."""
+    from services.vqgan.training.config import add_arguments
+
+    vqgan = actions.add_parser(
+        "vqgan",
+        help="fine-tune a taming VQGAN (--init a public checkpoint) with torchrun over --gpus; resumable",
+    )
+    add_arguments(vqgan)
+    vqgan.set_defaults(func=_train_vqgan)
+
+
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=0, help="StyleGAN samples to draw (default 1000)")
     p.add_argument("--task-size", type=int, default=0, help="samples per sample task (default 100)")
@@ -533,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a generator; list, inspect and follow training runs")
     train_actions = train.add_subparsers(dest="action", required=True)
     _add_train_stylegan_parser(train_actions)
+    _add_train_vqgan_parser(train_actions)
     _add_train_run_parsers(train_actions)
     _add_dataset_parser(sub)
     _add_contract_parser(sub)

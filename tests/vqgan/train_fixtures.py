@@ -35,6 +35,9 @@ class Setup:
 
     def config(self, out: str = "run", **kw: Any) -> VQTrainConfig:
         base: dict[str, Any] = dict(
+            data=str(self.data),
+            out=str(self.root / out),
+            config=str(YAML),
             init=str(CKPT),
             lpips=[str(self.lpips)],
             steps=4,
@@ -47,7 +50,7 @@ class Setup:
             snapshot_every=2,
             cache_dir=str(self.root / "cache"),
         )
-        return VQTrainConfig(str(self.data), str(self.root / out), str(YAML), **{**base, **kw}).validate()
+        return VQTrainConfig(**{**base, **kw}).validate()
 
 
 def make_setup(root: Path, images: int = 16) -> Setup:
