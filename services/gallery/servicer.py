@@ -332,8 +332,12 @@ async def events(request: Request) -> Response:
     async def stream() -> AsyncIterator[str]:
         yield "retry: 3000\n\n"
         try:
+            # Watch replays the job from its start; the page already shows the job as it is now.
+            now = (await gallery.jobs.get(token, job_id)).updated_at.ToNanoseconds()
             async for update in gallery.jobs.watch(token, job_id):
                 job, event = update.job, update.event
+                if job.updated_at.ToNanoseconds() < now:
+                    continue
                 data = {
                     "job_id": job.job_id,
                     "state": ops.state_name(job.state),

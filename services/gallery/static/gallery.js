@@ -21,7 +21,9 @@
       var state = el.querySelector('[data-field="state"]');
       if (state) state.className = "state state-" + d.state.replace(/ /g, "-");
       // The portrait page shows other images and forms in another state: load them.
-      if (initial !== null && d.state !== initial) { source.close(); window.location.reload(); }
+      var version = el.getAttribute("data-version");
+      var changed = d.state !== initial || (version !== null && String(d.version) !== version);
+      if (initial !== null && changed) { source.close(); window.location.reload(); }
       if (d.terminal) source.close();
     });
     source.addEventListener("end", function () { source.close(); });
