@@ -213,6 +213,7 @@ async def test_review_a_collection_in_the_browser(
         "the token",
     )
     check_accessibility(d)
+    d.execute_script("document.getElementById('token').scrollIntoView()")
     screenshot(d, tmp_path, "07-minted")
 
     job = await wait_job(stack, first.job_id, {S.JOB_STATE_SUCCEEDED})

@@ -3,10 +3,16 @@
 (function () {
   "use strict";
 
+  // Once a form is submitted the page is on its way out: a reload now would race the
+  // submission (and could send it again), so live updates stop.
+  var sources = [];
+  var leaving = false;
+
   function watch(el) {
     var id = el.getAttribute("data-watch");
     var initial = el.getAttribute("data-reload-on-change");
     var source = new EventSource("/jobs/" + encodeURIComponent(id) + "/events");
+    sources.push(source);
     function set(field, value) {
       var node = el.querySelector('[data-field="' + field + '"]');
       if (!node) return;
@@ -23,7 +29,11 @@
       // The portrait page shows other images and forms in another state: load them.
       var version = el.getAttribute("data-version");
       var changed = d.state !== initial || (version !== null && String(d.version) !== version);
-      if (initial !== null && changed) { source.close(); window.location.reload(); }
+      if (initial !== null && changed && !leaving) {
+        source.close();
+        // A plain GET of this page (never a re-sent form).
+        window.location.replace(window.location.pathname);
+      }
       if (d.terminal) source.close();
     });
     source.addEventListener("end", function () { source.close(); });
@@ -43,6 +53,11 @@
     button.addEventListener("click", toggle);
     img.addEventListener("click", toggle);
   }
+
+  document.addEventListener("submit", function () {
+    leaving = true;
+    sources.forEach(function (s) { s.close(); });
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     // One stream per unfinished job on the page, at most 12 (browsers cap open connections).
