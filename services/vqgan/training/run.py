@@ -189,7 +189,10 @@ def plan(cfg: VQTrainConfig, world_size: int | None = None, *, load_weights: boo
         run_id = str(owner or run_id)
         ckpt = output.load(resume)
         with torch.device("meta"):
-            check_state(VQGAN(spec.model), ckpt["state_dict"], resume.uri)
+            # taming's VQModel: the model's modules with the loss networks under ``loss``.
+            full = VQGAN(spec.model)
+            full.loss = VQLoss(spec.loss)
+        check_state(full, ckpt["state_dict"], resume.uri)
         del ckpt
     else:
         if owner is not None and owner != run_id and cfg.resume != "latest":
