@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ipfs-cid: the independent CID implementation the mint tests compare ours with.
-APT_PACKAGES=(nats-server libvulkan1 libomp5 wordnet-base docker-compose ipfs-cid)
+# chromium + chromium-driver: the gallery's browser tests (Selenium)
+APT_PACKAGES=(nats-server libvulkan1 libomp5 wordnet-base docker-compose ipfs-cid chromium chromium-driver)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
