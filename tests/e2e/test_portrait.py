@@ -88,7 +88,7 @@ async def test_collection_of_portraits(
 ) -> None:
     async with in_process(monkeypatch, models, nats_server.url, tmp_path / "objects", anvil.url) as stub:
         assert stub is not None
-        spec = job_spec(prompt="", collection_size=2, num_samples=4, mint=False)
+        spec = job_spec(prompt="", collection_size=2, num_samples=4, mint=False, no_review=True)
         parent, _ = await run_job(stub, spec)
         assert parent.state == S.JOB_STATE_SUCCEEDED and len(parent.children) == 2
         children = []
