@@ -117,10 +117,19 @@ def _progress_line(update: Any) -> str:
 
 
 async def _watch_until_done(client: Any, job_id: str) -> Any:
+    """Follow a job until it ends or stops for a person's review (which may take days)."""
+    from ganfolk.v1 import jobs_pb2
+
     last = None
     async for update in client.watch(job_id):
         print(_progress_line(update), flush=True)
         last = update.job
+        if last.state == jobs_pb2.JOB_STATE_AWAITING_REVIEW:
+            print(
+                f"awaiting review: open it in the gallery, or `ganfolk jobs review {job_id} approve`",
+                flush=True,
+            )
+            break
     return last if last is not None else await client.get(job_id)
 
 
@@ -143,8 +152,11 @@ def _portrait(args: argparse.Namespace) -> int:
             for portrait in portraits[1:] if job.children else portraits:
                 written = await download_outputs(client, portrait, Path(args.out) / portrait.job_id)
                 _summary(portrait, written)
-                ok &= portrait.state == jobs_pb2.JOB_STATE_SUCCEEDED
-        return 0 if ok and job.state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
+                # Waiting for a reviewer is where a reviewed job is meant to stop.
+                ok &= portrait.state in (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_AWAITING_REVIEW)
+        return (
+            0 if ok and job.state in (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_AWAITING_REVIEW) else 1
+        )
 
     return asyncio.run(run())
 
