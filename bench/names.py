@@ -78,8 +78,12 @@ async def run(core: TextCore, count: int, seed: int) -> None:
             llm_answers += answers + accepted
             llm_fit += answers + accepted - sum(r.startswith("misfit:") for r in rejected)
     finals = [name_key(r.first, r.last) for r in results]
+    malformed = []
     for result in results:
-        parse_name(f"{result.first} {result.last}")  # every final name is well formed
+        try:
+            parse_name(f"{result.first} {result.last}")
+        except ValueError as exc:
+            malformed.append(str(exc))
 
     print(f"names: {count} in {name_seconds:.0f}s, {sum(r.outcome.llm_calls for r in results)} LLM calls")
     print(f"  right country and gender (final names, names-dataset countries): {_share(fits, checked)}")
@@ -90,6 +94,7 @@ async def run(core: TextCore, count: int, seed: int) -> None:
     print(f"  duplicate answers re-asked, per 100 names: {100 * duplicate_answers / count:.1f}")
     print(f"  duplicate final names: {len(finals) - len(set(finals))}")
     print(f"  rejections by kind: {dict(reasons)}")
+    print(f"  final names the name parser would refuse: {len(malformed)} {malformed[:3]}")
     for parts, result in list(zip(prompts, results, strict=True))[:8]:
         print(f"    {parts.text} -> {result.first} {result.last}")
 

@@ -32,7 +32,7 @@ from services.text.config import TextSettings
 from services.text.countries import COUNTRIES, REGIONS, Country, find_country, find_group
 from services.text.filters import MEDIUM_WORDS, NO_FILTER, CollectionFilter
 from services.text.llm import LLMClient, Message
-from services.text.names import CURATED, NameSource
+from services.text.names import CURATED, NOT_NAMES, NameSource
 from services.text.notability import (
     OFFLINE_ONLY,
     NotabilityChecker,
@@ -58,11 +58,6 @@ ADJECTIVES: tuple[str, ...] = (
     "curious", "gentle", "confident", "dreamy", "mischievous", "kind", "stoic", "joyful", "pensive",
 )  # fmt: skip
 NOT_ADJECTIVES: frozenset[str] = frozenset("a an the of and with in on portrait prompt".split())
-# Words a model echoes instead of a name.
-NOT_NAMES: frozenset[str] = frozenset(
-    "name first last the a an her his their she he it is create named called sure here mr mrs ms miss dr "
-    "girl boy man woman painter artist person".split()
-)
 REFUSALS = ("as an ai", "i'm sorry", "i am sorry", "i cannot", "i can't", "language model")
 GENDER_WORDS = {"m": "male", "f": "female", "": ""}
 
@@ -329,7 +324,9 @@ def template_name(
     males, females, surnames = (source.pools(subject.country.code) if source else None) or CURATED[
         subject.country.code
     ]
-    return rng.choice(males if subject.gender == "m" else females), rng.choice(surnames)
+    first = rng.choice(males if subject.gender == "m" else females)
+    # "Wang Wang": some names are both first names and surnames of a country.
+    return first, rng.choice([s for s in surnames if s != first] or surnames)
 
 
 def describe_subject(description: str) -> tuple[str | None, str | None]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.text.countries import is_country_word
+from services.text.persons import PERSONS
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,15 @@ CURATED: dict[str, Pools] = {
 }
 # A name's gender counts when this share of its bearers has it.
 GENDER_SHARE = 0.5
+# Words a model echoes instead of a name.
+NOT_NAMES: frozenset[str] = frozenset(
+    "name first last the a an her his their she he it is create named called sure here mr mrs ms miss dr "
+    "girl boy man woman painter artist person".split()
+)
 # Abbreviations and particles the dataset lists as names.
-_NOT_NAMES = frozenset({"Md", "Mohd", "Muhd", "Hj", "Hjh", "Om", "Oum", "Ben", "Bin", "Binti", "Abu", "Ibn"})
+_ABBREVIATIONS = frozenset("md mohd muhd hj hjh om oum ben bin binti abu ibn".split())
+# Words no template name may be: the parser's non-names, abbreviations, and person words ("Man").
+_REFUSED = NOT_NAMES | _ABBREVIATIONS | frozenset(PERSONS)
 _LOAD_LOCK = threading.Lock()
 _GENDER_WORD = {"m": "male", "f": "female"}
 
@@ -91,8 +99,8 @@ def _usable(name: str) -> bool:
     a name in Cyrillic or Arabic script would stand out in an English backstory."""
     if not (name.isalpha() and len(name) > 1 and name[0].isupper() and not name.isupper()):
         return False
-    if not _VOWEL.search(name) or name in _NOT_NAMES or is_country_word(name):
-        return False  # "Brunei", "Cambodia": what users typed in the name field
+    if not _VOWEL.search(name) or name.lower() in _REFUSED or is_country_word(name):
+        return False  # "Brunei", "Man": what users typed in the name field, or a word of a prompt
     return all(c.isascii() or "LATIN" in unicodedata.name(c, "") for c in name)
 
 

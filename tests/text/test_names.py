@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.text.config import TextSettings
-from services.text.core import TextCore, parse_prompt, read_prompt, resolve_subject, template_name
+from services.text.core import TextCore, parse_name, parse_prompt, read_prompt, resolve_subject, template_name
 from services.text.countries import COUNTRIES, find_country, find_group, resolve
 from services.text.llm import LLMClient
 from services.text.names import CURATED, NameSource
@@ -88,6 +88,18 @@ def test_nationality_and_person_words(text: str, code: str, gender: str, age: st
     assert person is not None and (person.gender, person.age_group) == (gender, age)
 
 
+def test_every_template_name_is_a_valid_name(name_source: NameSource) -> None:
+    """No pool holds what the name parser refuses ("Man", initials, a country's name)."""
+    for code in COUNTRIES:
+        pools = name_source.pools(code)
+        assert pools is not None, code
+        males, females, surnames = pools
+        for first, last in zip(males + females, surnames[1:] + surnames[:1] + surnames, strict=False):
+            if first == last:
+                continue  # template_name never pairs a name with itself
+            assert parse_name(f"{first} {last}") == (first, last), (code, first, last)
+
+
 def test_the_table_is_large_and_varied() -> None:
     assert len(PROMPTS) >= 40
     assert len({code for _, code, _, _ in PROMPTS}) >= 40
@@ -105,6 +117,7 @@ def test_template_names_belong_to_the_country_and_gender(
         first, last = template_name(text, seed, source=name_source)
         assert first in (males if subject.gender == "m" else females), (text, first)
         assert last in surnames, (text, last)
+        assert parse_name(f"{first} {last}") == (first, last)  # what an LLM answer must pass too
         if code in name_source.dataset().country_codes:
             assert name_source.fits(first, last, code, subject.gender).reason is None
 
