@@ -83,6 +83,12 @@ def test_check_prints_the_plan(setup: Setup, capsys: pytest.CaptureFixture[str])
     assert run.main([*cfg.to_argv(), "--check"]) == 0
     out = capsys.readouterr().out
     assert "lr 2.7e-05 (= 4.5e-06 x 3 x 2)" in out and "4 held out" in out
+    # --base-lr replaces the yaml's base_learning_rate, and the yaml written beside checkpoints says so.
+    cfg = setup.config("planned-lr", base_lr=1e-4)
+    assert run.main([*cfg.to_argv(), "--check"]) == 0
+    assert "lr 0.0002 (= 0.0001 x 2 x 1)" in capsys.readouterr().out
+    spec = run.plan(cfg, load_weights=False).spec
+    assert yaml.safe_load(spec.yaml())["model"]["base_learning_rate"] == 1e-4
 
 
 def _tiny_yaml(tmp: Path, **changes: Any) -> Path:

@@ -100,14 +100,20 @@ class ModelSpec:
         return yaml.safe_dump(doc, sort_keys=False).encode()
 
 
-def read_spec(path: Path, where: str, disc_start: int | None = None) -> ModelSpec:
-    """The :class:`ModelSpec` of a taming yaml; :class:`CheckpointError` naming ``where`` if unusable."""
+def read_spec(
+    path: Path, where: str, disc_start: int | None = None, base_lr: float | None = None
+) -> ModelSpec:
+    """The :class:`ModelSpec` of a taming yaml; :class:`CheckpointError` naming ``where`` if unusable.
+
+    ``disc_start`` and ``base_lr`` (``--disc-start``, ``--base-lr``) replace the yaml's values, so the
+    yaml written beside each checkpoint records the rate the run actually used.
+    """
     try:
         model = VQGANConfig.from_yaml(path)
         doc = yaml.safe_load(path.read_text())
         section = doc.get("model", doc)
         loss = LossConfig.from_taming(section["params"].get("lossconfig"))
-        base_lr = float(section.get("base_learning_rate", DEFAULT_BASE_LR))
+        yaml_lr = float(section.get("base_learning_rate", DEFAULT_BASE_LR))
     except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
         raise CheckpointError(f"{where}: not a usable taming VQGAN config: {exc}") from None
     if disc_start is not None:
@@ -117,7 +123,7 @@ def read_spec(path: Path, where: str, disc_start: int | None = None) -> ModelSpe
             f"{where}: the discriminator takes {loss.disc_in_channels} channels, "
             f"the decoder makes {model.out_ch}"
         )
-    return ModelSpec(model, loss, base_lr)
+    return ModelSpec(model, loss, yaml_lr if base_lr is None else float(base_lr))
 
 
 def check_state(

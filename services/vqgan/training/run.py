@@ -164,7 +164,7 @@ def plan(cfg: VQTrainConfig, world_size: int | None = None, *, load_weights: boo
     world = world_size or cfg.world_min
     store = _store(cfg)
     with fetch(cfg.config, store, "--config yaml") as path:
-        spec = read_spec(path, cfg.config, cfg.disc_start)
+        spec = read_spec(path, cfg.config, cfg.disc_start, cfg.base_lr)
     try:
         output = open_vq_output(cfg.out, store)
     except OSError as exc:
