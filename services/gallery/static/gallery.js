@@ -32,7 +32,7 @@
       if (initial !== null && changed && !leaving) {
         source.close();
         // A plain GET of this page (never a re-sent form).
-        window.location.replace(window.location.pathname);
+        window.location.replace("/jobs/" + encodeURIComponent(id));
       }
       if (d.terminal) source.close();
     });
