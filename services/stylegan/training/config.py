@@ -21,6 +21,10 @@ Defaults and the choices behind them
   than ADA-auto's narrower one: checkpoints then load in rosinality's ``train.py`` and public
   rosinality checkpoints can be fine-tuned. ``--fmap-max`` caps every width (tiny test nets).
 * ``--amp`` (bf16 autocast) and ``--channels-last`` default to on for CUDA and off for the CPU.
+* ``--threads`` caps torch's CPU threads per process. OpenMP threads spin while they wait for one
+  another, so on cores that other work shares, more threads can be far slower: a 32 px step with
+  2 threads on 2 busy cores measured 10x slower than with 1. ``torchrun`` already sets
+  ``OMP_NUM_THREADS=1`` for each of several processes.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     workers: int = 2
+    threads: int = 0
     # outputs
     snapshot_kimg: float = 50.0
     keep: int = 5
@@ -245,8 +250,8 @@ class TrainConfig:
                 problems.append(f"--{name.replace('_', '-')} must be >= 0, got {value}")
         if self.ema_rampup < 0 or self.path_weight < 0:
             problems.append("--ema-rampup and --path-weight must be >= 0")
-        if self.grid < 0 or self.metric_images < 0 or self.workers < 0:
-            problems.append("--grid, --metric-images and --workers must be >= 0")
+        if self.grid < 0 or self.metric_images < 0 or self.workers < 0 or self.threads < 0:
+            problems.append("--grid, --metric-images, --workers and --threads must be >= 0")
         if not problems and self.batch % self.world_min:
             problems.append(
                 f"--batch {self.batch} is the global batch and must split evenly over "
@@ -374,6 +379,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _bool_flag(f, "channels-last", "channels_last memory format (default: on for CUDA)")
     f.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     f.add_argument("--workers", type=int, default=d.workers, help="data loader processes per rank")
+    f.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="CPU threads per process for torch ops (default 0: OMP_NUM_THREADS, else all cores)",
+    )
     o = p.add_argument_group("outputs")
     o.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg)
     o.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")

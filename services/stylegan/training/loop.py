@@ -342,8 +342,15 @@ def _prune_grids(output: CheckpointOutput) -> None:
                 pass
 
 
+def _as_saved(images: Tensor) -> Tensor:
+    """Images in [-1, 1] as their 8-bit PNGs hold them: clipped and quantised."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
 def _metrics(trainer: Trainer, ref: _Metrics, images: int) -> dict[str, float]:
-    fakes = trainer.sample_ema(range(1_000_000, 1_000_000 + images))
+    # Measured on the images a user gets, as ProGAN and StyleGAN measure theirs (uint8): raw G
+    # output strays far outside [-1, 1] early on, and reals are 8-bit to begin with.
+    fakes = _as_saved(trainer.sample_ema(range(1_000_000, 1_000_000 + images)))
     level = min(16, trainer.g.size)
     result = swd(fakes, ref.swd_desc if ref.swd_desc is not None else ref.reals, min_resolution=level)
     out = {"swd": result.mean, **result.as_dict()}

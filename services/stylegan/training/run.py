@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.storage import ObjectStore, StorageError, open_store
 from services.stylegan.training import dist
@@ -207,6 +209,17 @@ def _setup_logging(rank: int) -> None:
 
 def worker(cfg: TrainConfig) -> int:
     """One rank of a run (see the module docstring); returns the exit status."""
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _worker(cfg)
+    finally:
+        # An in-process run (one process, or a test) leaves the caller's thread count as it was.
+        torch.set_num_threads(threads)
+
+
+def _worker(cfg: TrainConfig) -> int:
     env = dist.init_distributed(cfg.device, cfg.dist_timeout)
     _setup_logging(env.rank)
     decision: RunStart | str | None = None
