@@ -322,6 +322,116 @@ def test_local_foreign_file_without_sidecar(local_store: LocalStore) -> None:
         local_store.get("dropped/in.txt", sha256_hex(b"something else"))
 
 
+def count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every ``os.fsync`` from now on, counted (and still done)."""
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("level", "first", "sibling", "overwrite"),
+    [
+        # data file + new directory "a" (its entry in the root) + the new key's rename
+        ("data", 3, 2, 1),
+        # data + sidecar + "a" + ".ganfolk-meta/a" and ".ganfolk-meta" (once) + both renames
+        ("full", 7, 4, 4),
+        ("off", 0, 0, 0),
+    ],
+)
+def test_local_fsyncs_per_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str, first: int, sibling: int, overwrite: int
+) -> None:
+    store = LocalStore(tmp_path / level, fsync=level)
+    calls = count_fsyncs(monkeypatch)
+    counts = []
+    for key in ("a/b.png", "a/c.png", "a/c.png"):
+        before = len(calls)
+        store.put(key, PNG_ISH, "image/png")
+        counts.append(len(calls) - before)
+    assert counts == [first, sibling, overwrite]
+    assert store.get("a/c.png") == PNG_ISH and store.stat("a/b.png").sha256 == sha256_hex(PNG_ISH)
+
+
+def test_local_fsync_level_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GANFOLK_STORE_FSYNC", raising=False)
+    assert LocalStore(tmp_path / "a").durability == "data"
+    monkeypatch.setenv("GANFOLK_STORE_FSYNC", "OFF")
+    assert LocalStore(tmp_path / "b").durability == "off" and LocalStore(tmp_path / "b").fsync is False
+    assert LocalStore(tmp_path / "c", fsync=True).durability == "full"  # the argument wins
+    monkeypatch.setenv("GANFOLK_STORE_FSYNC", "sometimes")
+    with pytest.raises(ValueError, match="GANFOLK_STORE_FSYNC"):
+        LocalStore(tmp_path / "d")
+
+
+def test_local_concurrent_puts_share_directory_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Puts into one directory at once need fewer directory syncs than puts, and all land."""
+    store = LocalStore(tmp_path / "group", fsync="data")
+    store.put("job/first.png", b"x")  # the directory exists and is known from here on
+    calls = count_fsyncs(monkeypatch)
+    barrier = threading.Barrier(8)
+
+    def put(i: int) -> None:
+        barrier.wait()
+        store.put(f"job/seed-{i}.png", bytes([i]) * 50_000)
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 8 + 1 <= len(calls) <= 8 + 8  # 8 data files, then 1..8 syncs of "job/"
+    assert [store.get(f"job/seed-{i}.png") for i in range(8)] == [bytes([i]) * 50_000 for i in range(8)]
+
+
+def test_dir_syncer_group_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callers that arrive while a directory sync runs share the next one."""
+    from ganfolk.runtime.storage import atomic
+
+    release = threading.Event()
+    synced: list[Path] = []
+
+    def slow_fsync_dir(path: Path) -> None:
+        synced.append(path)
+        if len(synced) == 1:
+            release.wait(10)
+
+    monkeypatch.setattr(atomic, "fsync_dir", slow_fsync_dir)
+    syncer = atomic.DirSyncer()
+    threads = [threading.Thread(target=syncer.sync, args=(tmp_path,)) for _ in range(3)]
+    threads[0].start()
+    while not synced:  # the first sync is running
+        threading.Event().wait(0.01)
+    for t in threads[1:]:
+        t.start()
+    state = syncer._dirs[tmp_path]
+    while state.requested < 3:  # both latecomers asked while it ran
+        threading.Event().wait(0.01)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert synced == [tmp_path, tmp_path]  # one for the first caller, one shared by the other two
+
+
+def test_local_empty_sidecar_reads_as_no_metadata(local_store: LocalStore) -> None:
+    """What a power loss may leave of an unsynced sidecar: the data stays readable and checkable."""
+    local_store.put("a/b.png", PNG_ISH, "image/png")
+    (local_store.root / ".ganfolk-meta/a/b.png.json").write_bytes(b"")
+    assert local_store.stat("a/b.png").sha256 is None
+    assert local_store.get("a/b.png", sha256_hex(PNG_ISH)) == PNG_ISH
+    with pytest.raises(IntegrityError):
+        local_store.get("a/b.png", sha256_hex(b"other"))
+    (local_store.root / ".ganfolk-meta/a/b.png.json").write_bytes(b"{not json")
+    with pytest.raises(StorageError, match="corrupt metadata"):
+        local_store.get("a/b.png")
+
+
 def test_local_concurrent_overwrites_never_look_corrupt(tmp_path: Path) -> None:
     """Readers racing writers of the same key see one version or the other, never a mismatch."""
     store = LocalStore(tmp_path / "race", fsync=False)

@@ -8,13 +8,15 @@ import hashlib
 import json
 import os
 import stat as _stat
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from ganfolk.runtime.hashing import CHUNK_BYTES, hash_file, sha256_hex
-from ganfolk.runtime.storage.atomic import atomic_write_chunks, fsync_dir, write_temp
+from ganfolk.runtime.storage.atomic import DirSyncer, atomic_write_chunks, write_temp
 from ganfolk.runtime.storage.interface import (
     DEFAULT_CONTENT_TYPE,
     RESERVED_PREFIX,
@@ -33,7 +35,30 @@ from ganfolk.runtime.storage.interface import (
     validate_prefix,
 )
 
-__all__ = ["LocalStore"]
+__all__ = ["FSYNC_ENV", "FSYNC_LEVELS", "LocalStore", "fsync_level"]
+
+Durability = Literal["full", "data", "off"]
+FSYNC_LEVELS: tuple[Durability, ...] = ("full", "data", "off")
+FSYNC_ENV = "GANFOLK_STORE_FSYNC"
+_DEFAULT_FSYNC: Durability = "data"
+# One per process: puts of every LocalStore into one directory share its fsyncs.
+_DIR_SYNCER = DirSyncer()
+
+
+def fsync_level(value: bool | str | None = None) -> Durability:
+    """The durability level from a ``fsync=`` argument, else ``GANFOLK_STORE_FSYNC``, else "data".
+
+    ``True`` means "full" and ``False`` "off", as before there were levels.
+    """
+    if value is None:
+        value = os.environ.get(FSYNC_ENV, "").strip().lower() or _DEFAULT_FSYNC
+    if value is True:
+        return "full"
+    if value is False:
+        return "off"
+    if value not in FSYNC_LEVELS:
+        raise ValueError(f"{FSYNC_ENV} (or fsync=) must be one of {', '.join(FSYNC_LEVELS)}, got {value!r}")
+    return value  # type: ignore[return-value]
 
 
 class LocalStore(ObjectStore):
@@ -58,6 +83,21 @@ class LocalStore(ObjectStore):
       that ``put`` raises :class:`StorageError`.
     * Empty directories left by ``delete`` are not pruned (harmless: only files are
       objects).
+    * Durability across a power loss (a killed process loses nothing either way: the
+      renames are atomic) is ``fsync=``, else ``GANFOLK_STORE_FSYNC``:
+
+      - ``full``: data, sidecar and both directory entries are synced before ``put``
+        returns, and every new directory's entry once per process.
+      - ``data`` (default): the data file is synced before its rename, so no crash
+        exposes a partly written object under its key; the rename that creates a new
+        key is synced, as is every new directory's entry once per process. The sidecar
+        is not synced: after a power loss it may be missing or empty, and the object
+        then reads as one without stored metadata (callers pass the sha256 from the
+        message, so reads stay verified); an overwrite may come back as the old
+        version. Two syncs per new key instead of four.
+      - ``off``: nothing is synced (tests, scratch stores).
+
+      Directory syncs of concurrent puts into one directory are shared (group commit).
     """
 
     META_DIR = ".ganfolk-meta"
@@ -65,14 +105,21 @@ class LocalStore(ObjectStore):
     LOCK_DIR = ".ganfolk-locks"
     LOCK_STRIPES = 64
 
-    def __init__(self, root: StrPath, *, fsync: bool = True) -> None:
+    # Directories whose entries this process has made durable (bounded; forgetting one
+    # costs one more sync).
+    KNOWN_DIRS = 4096
+
+    def __init__(self, root: StrPath, *, fsync: bool | str | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
-        self.fsync = fsync
+        self.durability: Durability = fsync_level(fsync)
+        self.fsync = self.durability != "off"
         self._meta_root = self.root / self.META_DIR
         self._tmp_root = self.root / self.TMP_DIR
         self._lock_root = self.root / self.LOCK_DIR
         for d in (self.root, self._meta_root, self._tmp_root, self._lock_root):
             d.mkdir(parents=True, exist_ok=True)
+        self._known_guard = threading.Lock()
+        self._known: OrderedDict[Path, None] = OrderedDict({self.root: None})
 
     @contextlib.contextmanager
     def _locked(self, key: str, *, exclusive: bool) -> Iterator[None]:
@@ -87,6 +134,49 @@ class LocalStore(ObjectStore):
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
+
+    # -- directories ----------------------------------------------------------
+
+    def _is_known(self, d: Path) -> bool:
+        with self._known_guard:
+            if d in self._known:
+                self._known.move_to_end(d)
+                return True
+            return False
+
+    def _mark_known(self, d: Path) -> None:
+        with self._known_guard:
+            self._known[d] = None
+            while len(self._known) > self.KNOWN_DIRS:
+                self._known.popitem(last=False)
+
+    def _make_dir(self, d: Path, durable: bool) -> None:
+        """``mkdir -p d`` under the root; with ``durable``, ``d``'s entry and its parents' are synced.
+
+        An entry is synced when this call created it, or the first time this process uses
+        a directory another process (or an earlier run) created: that one may not have
+        been synced. After that the directory is known and costs nothing.
+        """
+        created = True
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            created = False
+        except FileNotFoundError:
+            if d == self.root or d.parent == d:
+                raise
+            self._make_dir(d.parent, durable)
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                created = False
+        if not durable or (not created and self._is_known(d)):
+            return
+        p = d
+        while p != self.root and (p is d or not self._is_known(p)):
+            _DIR_SYNCER.sync(p.parent)
+            self._mark_known(p)
+            p = p.parent
 
     # -- paths ----------------------------------------------------------------
 
@@ -117,6 +207,10 @@ class LocalStore(ObjectStore):
         try:
             raw = self._meta_path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not raw:
+            # Never written so (sidecars are renamed in whole): an unsynced sidecar after a
+            # power loss, see the class notes. The object reads as one without metadata.
             return None
         try:
             meta = json.loads(raw)
@@ -150,8 +244,8 @@ class LocalStore(ObjectStore):
         dest = self._data_path(key)
         content_type = validate_content_type(content_type)
         meta = validate_metadata(metadata)
-        payload = bytes(data)
-        return self._commit(key, dest, sha256_hex(payload), len(payload), content_type, meta, [payload])
+        # No hash given: the one computed while writing goes into the sidecar.
+        return self._commit(key, dest, None, content_type, meta, [bytes(data)])
 
     def put_file(
         self,
@@ -164,7 +258,8 @@ class LocalStore(ObjectStore):
         content_type = validate_content_type(content_type)
         meta = validate_metadata(metadata)
         src = Path(path)
-        size, digests = hash_file(src)
+        # Hashed before and again while copying: a source changed in between is refused.
+        _size, digests = hash_file(src)
         digest = digests["sha256"]
 
         def chunks() -> Iterator[bytes]:
@@ -172,31 +267,36 @@ class LocalStore(ObjectStore):
                 while chunk := f.read(CHUNK_BYTES):
                     yield chunk
 
-        return self._commit(key, dest, digest, size, content_type, meta, chunks())
+        return self._commit(key, dest, digest, content_type, meta, chunks())
 
     def _commit(
         self,
         key: str,
         dest: Path,
-        digest: str,
-        size: int,
+        digest: str | None,
         content_type: str,
         metadata: dict[str, str],
         chunks: Iterable[bytes],
     ) -> ObjectInfo:
-        sidecar = {"sha256": digest, "size": size, "content_type": content_type, "metadata": metadata}
         meta_path = self._meta_path(key)
+        full = self.durability == "full"
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dir(dest.parent, durable=self.fsync)
+            self._make_dir(meta_path.parent, durable=full)
             if dest.is_dir():
                 raise IsADirectoryError(f"{dest} is a directory")
             data_tmp, written, written_sha = write_temp(
-                self._tmp_root, chunks, fsync=self.fsync, verify=(key, digest)
+                self._tmp_root, chunks, fsync=self.fsync, verify=(key, digest) if digest else None
             )
             try:
+                sidecar = {
+                    "sha256": written_sha,
+                    "size": written,
+                    "content_type": content_type,
+                    "metadata": metadata,
+                }
                 meta_tmp, _, _ = write_temp(
-                    self._tmp_root, [json.dumps(sidecar, sort_keys=True).encode()], fsync=self.fsync
+                    self._tmp_root, [json.dumps(sidecar, sort_keys=True).encode()], fsync=full
                 )
                 try:
                     # Sidecar first: a crash in between leaves a sidecar without data
@@ -204,6 +304,7 @@ class LocalStore(ObjectStore):
                     # overwrite, new hash + old data (detected on read), never
                     # unverifiable data.
                     with self._locked(key, exclusive=True):
+                        new_key = not os.path.lexists(dest)
                         os.replace(meta_tmp, meta_path)
                         os.replace(data_tmp, dest)
                 finally:
@@ -212,9 +313,11 @@ class LocalStore(ObjectStore):
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     data_tmp.unlink()
-            if self.fsync:
-                fsync_dir(meta_path.parent)
-                fsync_dir(dest.parent)
+            if full:
+                _DIR_SYNCER.sync(meta_path.parent)
+            if full or (self.fsync and new_key):
+                # "data" leaves an overwrite's rename unsynced: the old version is whole too.
+                _DIR_SYNCER.sync(dest.parent)
         except IntegrityError as exc:  # the source file changed while being copied
             raise StorageError(f"source of {key!r} changed while it was stored") from exc
         except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
