@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 
 from ganfolk.runtime.errors import InvalidArgument
-from ganfolk.runtime.images import inline_ref, store_image
+from ganfolk.runtime.images import store_image
 from ganfolk.runtime.models import provenance
 from ganfolk.runtime.outputs import output_prefix
 from ganfolk.runtime.protos import with_optionals
@@ -79,11 +79,16 @@ async def sample(
     started = time.perf_counter()
     samples = await asyncio.to_thread(sampler.sample, params)
     response = stylegan_pb2.SampleResponse()
-    for s in samples:
-        ref = await store_image(store, f"{prefix}/seed-{s.seed}.png", s.image)
-        if request.inline_images:
-            # ImageRef.source is a oneof: the caller asked for bytes, the stored copy stays for retries.
-            ref.inline_data = inline_ref(s.image).inline_data
+    # Concurrently: each encode (zlib) and write (fsync) leaves the GIL, so a shard's images
+    # overlap instead of queueing. With inline images one encode serves the stored copy
+    # (kept for retries and later stages) and the bytes the caller asked for.
+    refs = await asyncio.gather(
+        *(
+            store_image(store, f"{prefix}/seed-{s.seed}.png", s.image, inline=request.inline_images)
+            for s in samples
+        )
+    )
+    for s, ref in zip(samples, refs, strict=True):
         out = response.samples.add(seed=s.seed, image=ref)
         if request.return_latents:
             out.w_latent.extend(s.w.tolist())

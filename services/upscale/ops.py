@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from ganfolk.runtime.errors import InvalidArgument
-from ganfolk.runtime.images import inline_ref, read_image, store_image
+from ganfolk.runtime.images import read_image, store_image
 from ganfolk.runtime.models import provenance
 from ganfolk.runtime.outputs import output_prefix
 from ganfolk.runtime.protos import with_optionals
@@ -53,9 +53,8 @@ async def finish(
     )
     started = time.perf_counter()
     out, details = await asyncio.to_thread(finisher.run, np.asarray(img), params, backend)
-    ref = await store_image(store, f"{prefix}/final.png", out)
-    if request.inline_result:
-        ref.inline_data = inline_ref(out).inline_data
+    # With inline_result one encode serves the stored copy (for retries) and the returned bytes.
+    ref = await store_image(store, f"{prefix}/final.png", out, inline=request.inline_result)
     used = finisher.backend(backend)
     models, fallbacks = backend_model(used)
     parameters = {**dataclasses.asdict(params), "backend": used.name, "steps": ", ".join(details["steps"])}  # type: ignore[arg-type]

@@ -203,3 +203,32 @@ async def test_info_reports_random_weights(monkeypatch: pytest.MonkeyPatch, serv
     async with serving(SERVICE, **service_env) as (_, channel):
         info = await info_pb2_grpc.InfoServiceStub(channel).GetInfo(info_pb2.GetInfoRequest())
     assert info.ready and not info.random_weights
+
+
+async def test_inline_images_are_encoded_once_and_stored(
+    monkeypatch: pytest.MonkeyPatch, service_env: dict[str, Any]
+) -> None:
+    """The returned bytes are the stored object's bytes: one PNG encode per sample, not two."""
+    from ganfolk.runtime import images
+
+    encodes: list[int] = []
+    real = images.encode_png
+
+    def counting(img: Any) -> bytes:
+        encodes.append(1)
+        return real(img)
+
+    monkeypatch.setattr(images, "encode_png", counting)
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(GOLDEN))
+    async with serving(SERVICE, **service_env) as (_, channel):
+        stub = stylegan_pb2_grpc.StyleGANServiceStub(channel)
+        reply = await stub.Sample(
+            stylegan_pb2.SampleRequest(
+                seed_list=stylegan_pb2.SeedList(seeds=[1, 2, 3, 4]), inline_images=True, output_prefix="shard"
+            )
+        )
+    assert len(encodes) == 4
+    store = open_store(service_env["store_url"])
+    for s in reply.samples:
+        assert s.image.WhichOneof("source") == "inline_data"
+        assert store.get(f"shard/seed-{s.seed}.png", s.image.sha256) == s.image.inline_data

@@ -144,3 +144,31 @@ async def test_finish_stage_over_nats(
     assert event.WhichOneof("outcome") == "result"
     out = event.result.finish.image
     assert out.uri.endswith(f"jobs/{job}/final/final.png") and (out.width, out.height) == (128, 128)
+
+
+async def test_inline_result_is_encoded_once_and_stored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The returned bytes are the stored final.png: one PNG encode, not two."""
+    from ganfolk.runtime import images
+
+    encodes: list[int] = []
+    real = images.encode_png
+
+    def counting(img: Any) -> bytes:
+        encodes.append(1)
+        return real(img)
+
+    monkeypatch.setenv("GANFOLK_UPSCALE_BACKEND", "lanczos")
+    source = portrait(64)
+    monkeypatch.setattr(images, "encode_png", counting)
+    async with serving(SERVICE, store_url=str(tmp_path / "objects"), worker_enabled=False) as (_, channel):
+        stub = upscale_pb2_grpc.UpscaleServiceStub(channel)
+        reply = await stub.Finish(
+            upscale_pb2.FinishRequest(
+                image=common_pb2.ImageRef(inline_data=source), inline_result=True, output_prefix="one"
+            )
+        )
+    assert len(encodes) == 1
+    stored = open_store(str(tmp_path / "objects")).get("one/final.png", reply.image.sha256)
+    assert reply.image.WhichOneof("source") == "inline_data" and stored == reply.image.inline_data
