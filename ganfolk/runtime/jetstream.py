@@ -9,6 +9,8 @@ Job state lives in the KV bucket ``ganfolk_jobs`` (compare-and-set on the revisi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,79 @@ async def is_cancelled(kv: KeyValue, job_id: str) -> bool:
     if not job_id:
         return False
     return (await kv_read(kv, job_id)).value is not None
+
+
+class CancelledJobs:
+    """The cancel bucket's job ids mirrored in memory by a KV watch.
+
+    Workers ask before every task and long handlers before every step (VQGAN: every
+    iteration); a KV read each time costs about a millisecond on the task path, a set
+    lookup nothing. Until the watch has replayed the bucket (and again after it broke,
+    e.g. across a broker restart) :meth:`is_cancelled` reads the bucket directly, so an
+    answer never misses a cancel written before the watch was current. Once current, a
+    cancel shows up as soon as the server pushes it: to a task that starts meanwhile it
+    looks as if the cancel had come a moment later, which a cancel may always do.
+    """
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self._ids: set[str] = set()
+        self._current = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def current(self) -> bool:
+        """True while the in-memory set answers without a KV read."""
+        return self._current
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._current = False
+
+    async def is_cancelled(self, job_id: str) -> bool:
+        if not job_id:
+            return False
+        if self._current:
+            return job_id in self._ids
+        return await is_cancelled(self.kv, job_id)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cancel watch broke (%s); reading the bucket until it is back", exc)
+            self._current = False
+            await asyncio.sleep(1)
+
+    async def _watch(self) -> None:
+        # Only the keys matter (the values are reasons nobody here reads).
+        watcher = await self.kv.watchall(meta_only=True)
+        try:
+            # The replay ends with a None entry; a fresh set built from it also drops ids
+            # purged while the watch was down.
+            fresh: set[str] = set()
+            async for entry in watcher:
+                if entry is None:
+                    self._ids, self._current = fresh, True
+                    continue
+                target = self._ids if self._current else fresh
+                if entry.operation in (KV_DEL, KV_PURGE):
+                    target.discard(entry.key)
+                else:
+                    target.add(entry.key)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str = JOBS_BUCKET, history: int = 8) -> KeyValue:

@@ -66,10 +66,15 @@ class TaskContext:
     """What a handler may do besides returning a result: report progress, heartbeat."""
 
     def __init__(
-        self, js: JetStreamContext, msg: Msg, meta: common_pb2.TaskMeta, stage: str, cancel_kv: Any = None
+        self,
+        js: JetStreamContext,
+        msg: Msg,
+        meta: common_pb2.TaskMeta,
+        stage: str,
+        cancels: jetstream.CancelledJobs | None = None,
     ) -> None:
         self._js = js
-        self._cancel_kv = cancel_kv
+        self._cancels = cancels
         self._msg = msg
         self.meta = meta
         self.stage = stage
@@ -82,9 +87,9 @@ class TaskContext:
 
     async def cancelled(self) -> bool:
         """True once the task's job was cancelled; long handlers check it between steps."""
-        if self._cancel_kv is None:
+        if self._cancels is None:
             return False
-        return await jetstream.is_cancelled(self._cancel_kv, self.meta.job_id)
+        return await self._cancels.is_cancelled(self.meta.job_id)
 
     async def progress(
         self, percent: float, message: str = "", images: Sequence[common_pb2.ImageRef] = ()
@@ -169,14 +174,16 @@ class StageWorker:
         self._slots = asyncio.Semaphore(self.policy.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._advisory_sub: Any = None
-        self._cancel_kv: Any = None
+        self._cancels: jetstream.CancelledJobs | None = None
         self._lag_checked = 0.0
         self.consumer = jetstream.consumer_name(handler.stage)
 
     async def setup(self) -> None:
         await jetstream.ensure_streams(self.js)
         await jetstream.ensure_consumer(self.js, self.handler.stage, self.policy)
-        self._cancel_kv = await jetstream.ensure_kv(self.js, jetstream.CANCEL_BUCKET, history=1)
+        cancel_kv = await jetstream.ensure_kv(self.js, jetstream.CANCEL_BUCKET, history=1)
+        self._cancels = jetstream.CancelledJobs(cancel_kv)
+        self._cancels.start()
         self._advisory_sub = await self.nc.subscribe(
             jetstream.max_deliveries_advisory(jetstream.TASKS_STREAM, self.consumer),
             cb=self._on_max_deliveries,
@@ -232,6 +239,8 @@ class StageWorker:
         if self._advisory_sub is not None:
             with contextlib.suppress(Exception):
                 await self._advisory_sub.unsubscribe()
+        if self._cancels is not None:
+            await self._cancels.stop()
 
     async def _run_one(self, msg: Msg) -> None:
         try:
@@ -258,7 +267,7 @@ class StageWorker:
             metrics.TASKS.labels(stage, "terminated").inc()
             return
         meta = _meta_of(request, stage)
-        ctx = TaskContext(self.js, msg, meta, stage, self._cancel_kv)
+        ctx = TaskContext(self.js, msg, meta, stage, self._cancels)
         with log_context(job_id=meta.job_id, task_id=meta.task_id, stage=stage, attempt=attempt):
             if await ctx.cancelled():
                 await self._skip_cancelled(msg, meta, attempt)

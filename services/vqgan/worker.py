@@ -26,7 +26,8 @@ def stages(core: VQGANCore, store: ObjectStore, settings: VQGANSettings) -> list
         cancelled = False
 
         def should_stop() -> bool:
-            # Called from the refinement thread before every iteration: one KV read on the loop.
+            # Called from the refinement thread before every iteration; the worker's watched set of
+            # cancelled jobs answers it on the loop without a KV read.
             nonlocal cancelled
             try:
                 cancelled = asyncio.run_coroutine_threadsafe(ctx.cancelled(), loop).result(timeout=10)

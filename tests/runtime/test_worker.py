@@ -20,7 +20,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from ganfolk.runtime import jetstream
 from ganfolk.runtime.errors import InvalidArgument, Transient
 from ganfolk.runtime.jetstream import StagePolicy
-from ganfolk.runtime.worker import StageHandler, StageWorker, TaskContext
+from ganfolk.runtime.worker import StageHandler, StageWorker, TaskCancelled, TaskContext
 from ganfolk.v1 import common_pb2, events_pb2, text_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -395,6 +395,87 @@ async def test_kv_compare_and_set_conflict(nc: NATS) -> None:
 
     await asyncio.gather(*(bump(i) for i in range(20)))
     assert (await jetstream.kv_read(kv, "counter")).value == b"20"
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Wait until ``check()`` (awaited when it returns an awaitable) is true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.01)
+
+
+async def test_cancelled_jobs_mirror_the_bucket_without_reads(
+    nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads the bucket until the watch has replayed it, then answers from memory and follows it."""
+    kv = await jetstream.ensure_kv(nc.jetstream(), jetstream.CANCEL_BUCKET, history=1)
+    early, late = unique("job"), unique("job")
+    await kv.put(early, b"before the watch")
+    cancels = jetstream.CancelledJobs(kv)
+    reads: list[str] = []
+    real_read = jetstream.kv_read
+
+    async def counting_read(bucket: Any, key: str) -> jetstream.Versioned:
+        reads.append(key)
+        return await real_read(bucket, key)
+
+    monkeypatch.setattr(jetstream, "kv_read", counting_read)
+    assert await cancels.is_cancelled(early) and reads == [early]  # not started: a direct read
+    cancels.start()
+    try:
+        await eventually(lambda: cancels.current)
+        reads.clear()
+        assert await cancels.is_cancelled(early)
+        assert not await cancels.is_cancelled(late)
+        await kv.put(late, b"later")
+        await eventually(lambda: cancels.is_cancelled(late))
+        await kv.delete(late)
+        await eventually(lambda: late not in cancels._ids)
+        assert reads == []  # every answer after the replay came from memory
+    finally:
+        await cancels.stop()
+    assert not cancels.current
+
+
+async def test_cancel_during_a_task_is_seen_without_kv_reads(
+    nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler polling ``ctx.cancelled()`` sees a cancel written while it runs; the polls read no KV."""
+    stage, job = unique("cancelwatch"), unique("job")
+    reads: list[str] = []
+    real_read = jetstream.kv_read
+
+    async def counting_read(bucket: Any, key: str) -> jetstream.Versioned:
+        reads.append(key)
+        return await real_read(bucket, key)
+
+    polls = 0
+
+    async def polling(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        nonlocal polls
+        while not await ctx.cancelled():
+            polls += 1
+            await asyncio.sleep(0.005)
+        raise TaskCancelled()
+
+    kv = await jetstream.ensure_kv(nc.jetstream(), jetstream.CANCEL_BUCKET, history=1)
+    events = await nc.subscribe(jetstream.event_subject(job))
+    async with running(nc, stage, polling) as worker:
+        await eventually(lambda: worker._cancels is not None and worker._cancels.current)
+        monkeypatch.setattr(jetstream, "kv_read", counting_read)
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        await eventually(lambda: polls >= 5)
+        await kv.put(job, b"user asked")
+        event = await next_event(events)
+        assert event.failure.code == "CANCELLED" and not event.failure.retryable
+    assert reads == [] and polls >= 5
 
 
 async def test_cancelled_job_task_is_skipped(nc: NATS) -> None:
