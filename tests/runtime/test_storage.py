@@ -359,6 +359,21 @@ def test_local_fsyncs_per_put(
     assert store.get("a/c.png") == PNG_ISH and store.stat("a/b.png").sha256 == sha256_hex(PNG_ISH)
 
 
+def test_local_data_level_syncs_only_directories_it_creates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under an existing tree (another process made it) a new key costs data + its rename + new dirs."""
+    (tmp_path / "s/jobs/j1").mkdir(parents=True)
+    store = LocalStore(tmp_path / "s", fsync="data")
+    calls = count_fsyncs(monkeypatch)
+    store.put("jobs/j1/manifest/sample/t1.json", b"{}", "application/json")
+    # data file, "manifest" in j1, "sample" in manifest, the key in sample
+    assert len(calls) == 4
+    before = len(calls)
+    store.put("jobs/j1/manifest/sample/t2.json", b"{}", "application/json")
+    assert len(calls) - before == 2
+
+
 def test_local_fsync_level_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GANFOLK_STORE_FSYNC", raising=False)
     assert LocalStore(tmp_path / "a").durability == "data"

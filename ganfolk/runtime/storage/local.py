@@ -87,10 +87,10 @@ class LocalStore(ObjectStore):
       renames are atomic) is ``fsync=``, else ``GANFOLK_STORE_FSYNC``:
 
       - ``full``: data, sidecar and both directory entries are synced before ``put``
-        returns, and every new directory's entry once per process.
+        returns, and the entries of the directories on the way once per process.
       - ``data`` (default): the data file is synced before its rename, so no crash
         exposes a partly written object under its key; the rename that creates a new
-        key is synced, as is every new directory's entry once per process. The sidecar
+        key is synced, as is the entry of every directory the put created. The sidecar
         is not synced: after a power loss it may be missing or empty, and the object
         then reads as one without stored metadata (callers pass the sha256 from the
         message, so reads stay verified); an overwrite may come back as the old
@@ -151,11 +151,11 @@ class LocalStore(ObjectStore):
                 self._known.popitem(last=False)
 
     def _make_dir(self, d: Path, durable: bool) -> None:
-        """``mkdir -p d`` under the root; with ``durable``, ``d``'s entry and its parents' are synced.
+        """``mkdir -p d`` under the root; with ``durable``, new directories' entries are synced.
 
-        An entry is synced when this call created it, or the first time this process uses
-        a directory another process (or an earlier run) created: that one may not have
-        been synced. After that the directory is known and costs nothing.
+        An entry is synced when this call created it. In "full" mode also the first time
+        this process uses a directory someone else created (its creator may have died
+        before syncing it); after that the directory is known and costs nothing.
         """
         created = True
         try:
@@ -170,7 +170,10 @@ class LocalStore(ObjectStore):
                 os.mkdir(d)
             except FileExistsError:
                 created = False
-        if not durable or (not created and self._is_known(d)):
+        if not durable or (not created and (self.durability != "full" or self._is_known(d))):
+            return
+        if self.durability != "full":
+            _DIR_SYNCER.sync(d.parent)  # parents this call created were synced by the recursion
             return
         p = d
         while p != self.root and (p is d or not self._is_known(p)):
