@@ -336,18 +336,34 @@ async def kv_update(
     key: str,
     mutate: Callable[[bytes | None], Awaitable[bytes | None] | bytes | None],
     attempts: int = 20,
+    known: Versioned | None = None,
 ) -> tuple[bytes | None, int]:
     """Read-modify-write with compare-and-set, re-reading on conflict.
 
     ``mutate`` gets the current value (None when absent) and returns the new value, or
     None to leave the entry unchanged. Returns the value written (or kept) and its revision.
+
+    ``known`` is the entry as the caller last wrote or read it: the first attempt mutates
+    it without reading, and the compare-and-set proves it current (a stale guess costs
+    one refused write, then the entry is read). Only a write is trusted on a guess: when
+    ``mutate`` keeps a guessed value, or fails on it, the entry is read and it runs again.
     """
+    guess = known if known is not None and known.value is not None else None
     for _ in range(attempts):
-        current = await kv_read(kv, key)
-        new = mutate(current.value)
-        if hasattr(new, "__await__"):
-            new = await new  # type: ignore[misc]
+        guessed = guess is not None
+        current = guess if guess is not None else await kv_read(kv, key)
+        guess = None
+        try:
+            new = mutate(current.value)
+            if hasattr(new, "__await__"):
+                new = await new  # type: ignore[misc]
+        except Exception:
+            if guessed:
+                continue
+            raise
         if new is None:
+            if guessed:
+                continue
             return current.value, current.revision
         try:
             return new, await kv_cas(kv, key, new, current.revision)  # type: ignore[arg-type]

@@ -17,7 +17,12 @@
   snapshot grows with the number of samples.
 * Reads kept off the event path: service infos come from a KV watch (:class:`ServiceInfos`),
   and progress events (no state change) are shown with the job as this replica last
-  wrote or read it instead of re-reading it.
+  wrote or read it instead of re-reading it. A state change starts from the entry this
+  replica last wrote or read, too: the compare-and-set proves it current, and only a
+  refused write (another replica moved the job) costs a read.
+* The hand-off's writes overlap where order allows: the manifest object is written
+  while the new state is computed (the write of the state waits for it), and the new
+  tasks, the cancel marker and the snapshot are published together.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -64,6 +69,8 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._recent: OrderedDict[str, jobs_pb2.Job] = OrderedDict()
+        # The entries behind ``_recent`` (bytes + revision): where the next update starts.
+        self._entries: OrderedDict[str, jetstream.Versioned] = OrderedDict()
         self.names = NameChecker(settings.text_target(), settings.coordinator_name_check_timeout_s)
 
     # ------------------------------------------------------------------ lifecycle
@@ -123,11 +130,13 @@ class Engine:
         )
         job.created_at.CopyFrom(pipeline.now())
         job.updated_at.CopyFrom(job.created_at)
+        value = job.SerializeToString()
         try:
-            await jetstream.kv_cas(self.jobs, job_id, job.SerializeToString(), 0)
+            revision = await jetstream.kv_cas(self.jobs, job_id, value, 0)
         except KeyWrongLastSequenceError:
             current = await jetstream.kv_read(self.jobs, job_id)  # the same key raced us
             return jobs_pb2.Job.FromString(current.value or b""), True
+        self._remember(job, jetstream.Versioned(value, revision))
         await self._publish_job(job, jobs_pb2.JobEvent(message="submitted", time=pipeline.now()))
         job = await self._step(job_id, None, republish=False)
         return job, False
@@ -138,14 +147,16 @@ class Engine:
         if entry is None or entry.value is None:
             raise NotFound(f"no job {job_id!r}")
         job = jobs_pb2.Job.FromString(entry.value)
-        self._remember(job)
+        self._remember(job, entry)
         return job
 
-    def _remember(self, job: jobs_pb2.Job) -> None:
+    def _remember(self, job: jobs_pb2.Job, entry: jetstream.Versioned) -> None:
         self._recent[job.job_id] = job
-        self._recent.move_to_end(job.job_id)
-        while len(self._recent) > RECENT_JOBS:
-            self._recent.popitem(last=False)
+        self._entries[job.job_id] = entry
+        for cache in (self._recent, self._entries):
+            cache.move_to_end(job.job_id)
+            while len(cache) > RECENT_JOBS:
+                cache.popitem(last=False)
 
     async def outputs(
         self, job_id: str, stream: bool, names: Sequence[str] = ()
@@ -255,36 +266,47 @@ class Engine:
         job_id: str,
         mutate: Callable[[jobs_pb2.Job], pipeline.Advance | None],
         shown: Callable[[], jobs_pb2.JobEvent | None] = lambda: None,
+        ready: Awaitable[None] | None = None,
     ) -> tuple[jobs_pb2.Job, pipeline.Advance]:
         """CAS-update the job, then publish the new tasks and a snapshot for watchers.
 
         ``mutate`` returns None to leave the entry as it is (nothing is published then).
+        ``ready``, when given, is awaited before the entry is written (or kept): what must
+        be done before the job may change, overlapped with computing the change.
         """
         result: dict[str, object] = {}
 
-        def apply(value: bytes | None) -> bytes | None:
+        async def apply(value: bytes | None) -> bytes | None:
             if value is None:
                 raise NotFound(f"no job {job_id!r}")
             job = jobs_pb2.Job.FromString(value)
             step = mutate(job)
             result["job"], result["step"] = job, step
+            if ready is not None:
+                await ready
             if step is None:
                 return None
             job.updated_at.CopyFrom(pipeline.now())
             return job.SerializeToString()
 
-        await jetstream.kv_update(self.jobs, job_id, apply)
+        value, revision = await jetstream.kv_update(self.jobs, job_id, apply, known=self._entries.get(job_id))
         job: jobs_pb2.Job = result["job"]  # type: ignore[assignment]
-        self._remember(job)
+        self._remember(job, jetstream.Versioned(value, revision))
         if result["step"] is None:
             return job, pipeline.Advance([], [])
         step: pipeline.Advance = result["step"]  # type: ignore[assignment]
-        for task in step.new:
-            await jetstream.publish_task(self.js, task.stage, task.payload, task.task_id)
+        # The new tasks go out first (the next stage waits on them); the cancel marker and the
+        # watchers' snapshot ride along instead of each waiting for the one before.
+        publishes: list[Awaitable[object]] = [
+            jetstream.publish_task(self.js, task.stage, task.payload, task.task_id) for task in step.new
+        ]
         if job.state in (S.JOB_STATE_CANCELLED, S.JOB_STATE_FAILED, S.JOB_STATE_REJECTED):
             # Workers check this before and during tasks: nothing more runs for the job.
-            await self.cancels.put(job_id, job.error.encode() or b"stopped")
-        await self._publish_job(job, shown() or jobs_pb2.JobEvent(stage=job.stage, percent=job.percent))
+            publishes.append(self.cancels.put(job_id, job.error.encode() or b"stopped"))
+        publishes.append(
+            self._publish_job(job, shown() or jobs_pb2.JobEvent(stage=job.stage, percent=job.percent))
+        )
+        await asyncio.gather(*publishes)
         return job, step
 
     async def _publish_job(self, job: jobs_pb2.Job, event: jobs_pb2.JobEvent) -> None:
@@ -293,8 +315,17 @@ class Engine:
         update = jobs_pb2.WatchResponse(job=job, event=event)
         await self.js.publish(jetstream.job_subject(job.job_id), update.SerializeToString())
 
-    async def _step(self, job_id: str, event: events_pb2.StageEvent | None, republish: bool) -> jobs_pb2.Job:
-        """Apply an event (if any) and advance; ``republish`` re-sends every in-flight task."""
+    async def _step(
+        self,
+        job_id: str,
+        event: events_pb2.StageEvent | None,
+        republish: bool,
+        ready: Awaitable[None] | None = None,
+    ) -> jobs_pb2.Job:
+        """Apply an event (if any) and advance; ``republish`` re-sends every in-flight task.
+
+        ``ready`` is awaited before the job changes (see :meth:`_update`).
+        """
         services = await self.services.get()
         shown: list[jobs_pb2.JobEvent | None] = [None]
 
@@ -307,10 +338,11 @@ class Engine:
                 return step if republish else None
             return step
 
-        job, step = await self._update(job_id, mutate, lambda: shown[0])
+        job, step = await self._update(job_id, mutate, lambda: shown[0], ready)
         if republish:
-            for task in step.inflight:
-                await jetstream.publish_task(self.js, task.stage, task.payload, task.task_id)
+            await asyncio.gather(
+                *(jetstream.publish_task(self.js, t.stage, t.payload, t.task_id) for t in step.inflight)
+            )
         return job
 
     async def _consume(self) -> None:
@@ -345,9 +377,18 @@ class Engine:
                     if shown is not None:
                         await self._publish_job(job, shown)
                 else:
-                    await self._write_manifest(event)
-                    await self._start_children(job_id, event)
-                    await self._step(job_id, event, republish=int(msg.metadata.num_delivered or 1) > 1)
+                    # The manifest is written while the children start and the new state is
+                    # computed; the state is written only once the manifest is (claim check).
+                    manifest = asyncio.ensure_future(self._write_manifest(event))
+                    try:
+                        await self._start_children(job_id, event)
+                        await self._step(
+                            job_id, event, republish=int(msg.metadata.num_delivered or 1) > 1, ready=manifest
+                        )
+                        await manifest  # done already: the state was written after it
+                    except BaseException:
+                        _discard(manifest)
+                        raise
                 await msg.ack_sync()
             except NotFound:
                 log.warning("event for unknown job; dropped")
@@ -425,6 +466,15 @@ class Engine:
 def _event(stage: int, message: str) -> Callable[[], jobs_pb2.JobEvent]:
     event = jobs_pb2.JobEvent(stage=stage, message=message)  # type: ignore[arg-type]
     return lambda: event
+
+
+def _discard(future: asyncio.Future[None]) -> None:
+    """Cancel ``future`` if still running and retrieve its outcome, so no error goes unobserved.
+
+    A store write in a thread runs on regardless; it is idempotent (redelivery rewrites it).
+    """
+    future.cancel()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def job_error_or(default: str, reason: str) -> str:

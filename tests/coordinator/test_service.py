@@ -135,3 +135,68 @@ async def test_bearer_token_auth(monkeypatch: pytest.MonkeyPatch, nats_server: A
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         reply = await stub.List(jobs_pb2.ListRequest(), metadata=(("authorization", "Bearer s3cret"),))
         assert reply is not None
+
+
+async def test_hand_offs_read_no_job_entry_and_write_manifests_first(
+    monkeypatch: pytest.MonkeyPatch, nats_server: Any, tmp_path: Path
+) -> None:
+    """Result events start from the entry the coordinator last wrote (no KV read), and a shard
+    is counted in the job only after its manifest object is in the store, even when the
+    manifest write is slow and overlaps the update."""
+    import contextvars
+
+    from ganfolk.runtime import jetstream
+    from ganfolk.runtime.storage import LocalStore
+    from services.coordinator.engine import Engine
+
+    objects = tmp_path / "objects"
+    handling = contextvars.ContextVar("handling", default=False)
+    reads: list[str] = []
+    counted_without_manifest: list[str] = []
+    real_read, real_cas, real_handle, real_put = (
+        jetstream.kv_read,
+        jetstream.kv_cas,
+        Engine._handle,
+        LocalStore.put,
+    )
+
+    async def handle(engine: Engine, msg: Any) -> None:
+        handling.set(True)
+        await real_handle(engine, msg)
+
+    async def read(kv: Any, key: str) -> jetstream.Versioned:
+        if handling.get() and kv._name == jetstream.JOBS_BUCKET:
+            reads.append(key)
+        return await real_read(kv, key)
+
+    async def cas(kv: Any, key: str, value: bytes, revision: int) -> int:
+        if kv._name == jetstream.JOBS_BUCKET:
+            for status in jobs_pb2.Job.FromString(value).stages:
+                for task_id in status.tasks_done if status.manifest_prefix else ():
+                    if not (objects / status.manifest_prefix / f"{task_id}.json").is_file():
+                        counted_without_manifest.append(task_id)
+        return await real_cas(kv, key, value, revision)
+
+    def slow_put(store: LocalStore, key: str, *args: Any, **kwargs: Any) -> Any:
+        if "/manifest/" in key:
+            import time
+
+            time.sleep(0.3)
+        return real_put(store, key, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_handle", handle)
+    monkeypatch.setattr(jetstream, "kv_read", read)
+    monkeypatch.setattr(jetstream, "kv_cas", cas)
+    monkeypatch.setattr(LocalStore, "put", slow_put)
+    async with stack(monkeypatch, nats_server.url, objects) as stub:
+        submitted = await stub.Submit(jobs_pb2.SubmitRequest(spec=spec(seed=21)))
+        job_id = submitted.job.job_id
+
+        def rank_started(job: jobs_pb2.Job) -> bool:
+            return any(s.stage == S.STAGE_RANK and s.state == S.JOB_STATE_RUNNING for s in job.stages)
+
+        job = await wait_for(stub, job_id, rank_started)
+    sample = next(s for s in job.stages if s.stage == S.STAGE_SAMPLE)
+    assert sorted(sample.tasks_done) == [f"{job_id}.sample.0", f"{job_id}.sample.1"]
+    assert counted_without_manifest == []
+    assert reads == []

@@ -397,6 +397,44 @@ async def test_kv_compare_and_set_conflict(nc: NATS) -> None:
     assert (await jetstream.kv_read(kv, "counter")).value == b"20"
 
 
+async def test_kv_update_from_a_known_entry(nc: NATS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A current guess saves the read; a stale one costs a refused write, never a lost update;
+    a guess that ``mutate`` keeps or fails on is read again before anything is decided."""
+    kv = await jetstream.ensure_kv(nc.jetstream(), unique("kvtest"))
+    reads: list[str] = []
+    real_read = jetstream.kv_read
+
+    async def counting_read(bucket: Any, key: str) -> jetstream.Versioned:
+        reads.append(key)
+        return await real_read(bucket, key)
+
+    monkeypatch.setattr(jetstream, "kv_read", counting_read)
+
+    def append(suffix: bytes) -> Callable[[bytes | None], bytes]:
+        return lambda value: (value or b"") + suffix
+
+    rev = await jetstream.kv_cas(kv, "k", b"a", 0)
+    value, rev = await jetstream.kv_update(kv, "k", append(b"b"), known=jetstream.Versioned(b"a", rev))
+    assert (value, reads) == (b"ab", [])
+    await jetstream.kv_cas(kv, "k", b"ab+other", rev)  # another writer: our guess is now stale
+    value, rev = await jetstream.kv_update(kv, "k", append(b"c"), known=jetstream.Versioned(b"ab", rev))
+    assert value == b"ab+otherc" and reads == ["k"]
+
+    def only_if_other(value: bytes | None) -> bytes | None:
+        assert value is not None
+        if b"other" not in value:
+            raise ValueError("a stale value")
+        return None if value.endswith(b"!") else value + b"!"
+
+    stale = jetstream.Versioned(b"ab", 1)
+    reads.clear()
+    value, _ = await jetstream.kv_update(kv, "k", only_if_other, known=stale)  # fails on the guess
+    assert value == b"ab+otherc!" and reads == ["k"]
+    reads.clear()
+    kept, _ = await jetstream.kv_update(kv, "k", lambda v: None, known=jetstream.Versioned(b"old", 1))
+    assert kept == b"ab+otherc!" and reads == ["k"]  # "no change" is decided on what is stored
+
+
 async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
     """Wait until ``check()`` (awaited when it returns an awaitable) is true."""
     deadline = asyncio.get_running_loop().time() + timeout
