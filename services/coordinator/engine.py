@@ -266,7 +266,7 @@ class Engine:
         job_id: str,
         mutate: Callable[[jobs_pb2.Job], pipeline.Advance | None],
         shown: Callable[[], jobs_pb2.JobEvent | None] = lambda: None,
-        ready: Awaitable[None] | None = None,
+        ready: asyncio.Future[None] | None = None,
     ) -> tuple[jobs_pb2.Job, pipeline.Advance]:
         """CAS-update the job, then publish the new tasks and a snapshot for watchers.
 
@@ -320,7 +320,7 @@ class Engine:
         job_id: str,
         event: events_pb2.StageEvent | None,
         republish: bool,
-        ready: Awaitable[None] | None = None,
+        ready: asyncio.Future[None] | None = None,
     ) -> jobs_pb2.Job:
         """Apply an event (if any) and advance; ``republish`` re-sends every in-flight task.
 
