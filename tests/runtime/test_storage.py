@@ -359,10 +359,10 @@ def test_local_fsyncs_per_put(
     assert store.get("a/c.png") == PNG_ISH and store.stat("a/b.png").sha256 == sha256_hex(PNG_ISH)
 
 
-def test_local_data_level_syncs_only_directories_it_creates(
+def test_local_data_level_syncs_new_directories_not_their_parents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under an existing tree (another process made it) a new key costs data + its rename + new dirs."""
+    """Under a tree another process made, a new key costs data + its rename + the new dirs' entries."""
     (tmp_path / "s/jobs/j1").mkdir(parents=True)
     store = LocalStore(tmp_path / "s", fsync="data")
     calls = count_fsyncs(monkeypatch)

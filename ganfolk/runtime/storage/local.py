@@ -90,7 +90,7 @@ class LocalStore(ObjectStore):
         returns, and the entries of the directories on the way once per process.
       - ``data`` (default): the data file is synced before its rename, so no crash
         exposes a partly written object under its key; the rename that creates a new
-        key is synced, as is the entry of every directory the put created. The sidecar
+        key is synced, as is a new directory's entry. The sidecar
         is not synced: after a power loss it may be missing or empty, and the object
         then reads as one without stored metadata (callers pass the sha256 from the
         message, so reads stay verified); an overwrite may come back as the old
@@ -151,11 +151,12 @@ class LocalStore(ObjectStore):
                 self._known.popitem(last=False)
 
     def _make_dir(self, d: Path, durable: bool) -> None:
-        """``mkdir -p d`` under the root; with ``durable``, new directories' entries are synced.
+        """``mkdir -p d`` under the root; with ``durable``, ``d``'s entry is synced.
 
-        An entry is synced when this call created it. In "full" mode also the first time
-        this process uses a directory someone else created (its creator may have died
-        before syncing it); after that the directory is known and costs nothing.
+        Synced when this call created ``d``, or the first time this process puts into it
+        (another thread or process may have created it and not synced it yet); after that
+        the directory is known and costs nothing. Parents this call created are synced by
+        the recursion; "full" also syncs, once, parents someone else created.
         """
         created = True
         try:
@@ -170,10 +171,11 @@ class LocalStore(ObjectStore):
                 os.mkdir(d)
             except FileExistsError:
                 created = False
-        if not durable or (not created and (self.durability != "full" or self._is_known(d))):
+        if not durable or (not created and self._is_known(d)):
             return
         if self.durability != "full":
-            _DIR_SYNCER.sync(d.parent)  # parents this call created were synced by the recursion
+            _DIR_SYNCER.sync(d.parent)
+            self._mark_known(d)  # only once synced: a thread that finds it unknown syncs too
             return
         p = d
         while p != self.root and (p is d or not self._is_known(p)):
