@@ -65,6 +65,8 @@ def _cpu_rank(rank: int, world: int, port: int, size: int, per_rank: int, steps:
 
 
 def cpu_scaling(size: int, per_rank: int, steps: int) -> None:
+    # Two processes can only scale to 2x on two idle cores: the load says how idle they were.
+    print(f"cpu {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start", flush=True)
     rates = {}
     for world in (1, 2):
         with socket.socket() as s:
@@ -77,7 +79,10 @@ def cpu_scaling(size: int, per_rank: int, steps: int) -> None:
         print(
             f"cpu {size}px, {world} process(es) x batch {per_rank}: {rates[world]:.2f} images/s", flush=True
         )
-    print(f"cpu scaling 2 processes / 1 process: {rates[2] / rates[1]:.2f}x (ideal 2.00x)")
+    print(
+        f"cpu scaling 2 processes / 1 process: {rates[2] / rates[1]:.2f}x (ideal 2.00x); "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
+    )
 
 
 def gpu_table(sizes: list[int], batch: int, steps: int) -> None:
