@@ -124,14 +124,16 @@ def test_bad_input_is_refused_before_training(setup: Setup, tmp_path: Path) -> N
     assert not list(setup.root.glob("bad*/*.ckpt"))
 
 
-@pytest.mark.skip(
-    reason="not yet calibrated: from the golden tiny checkpoint (random weights, codebook at +-1/64) 300 "
-    "steps at lr 1e-3 took held-out PSNR from 9.26 to 9.80 dB, 150 steps at lr 4e-3 to 9.95 dB, and pure "
-    "L1 at lr 1e-2 stayed near 9 dB (train 12 dB): the 64-code f2 bottleneck spreads its codes slowly"
-)
-def test_training_raises_heldout_psnr(setup: Setup) -> None:
-    cfg = setup.config("learn", steps=300, batch=4, base_lr=2.5e-4, snapshot_every=300, log_every=100)
-    before, _ = evaluate(load_vqgan(CKPT, golden.path("vqgan_tiny.yaml")), _held(setup, cfg), 4)
+def test_training_raises_heldout_psnr(tmp_path: Path) -> None:
+    # The golden tiny model has random weights (held-out PSNR ~10 dB, worse than flat grey). Its decoder
+    # ends in GroupNorm(32) over 32 channels -- a per-channel instance norm -- so a flat background's
+    # colour survives only through the map's shape and is learned slowly: 44 training discs cover the
+    # colour cube well enough that the 4 unseen ones come out right within 400 steps (measured: 10.05 ->
+    # 14.04 dB; 16 discs reach only ~+2 dB). The discriminator keeps the yaml's late disc_start, as a
+    # taming run this short would; the other tests here exercise it.
+    s = make_setup(tmp_path, images=48)
+    cfg = s.config("learn", steps=400, batch=4, base_lr=2.5e-4, snapshot_every=400, log_every=100)
+    before, _ = evaluate(load_vqgan(CKPT, golden.path("vqgan_tiny.yaml")), _held(s, cfg), 4)
     assert run.worker(cfg) == 0
     out = open_vq_output(cfg.out)
     after = out.load(out.latest())["ganfolk"]["metrics"]
