@@ -1,8 +1,9 @@
 """Names that fit the person and are never famous, with the local LLM (a benchmark, not a test).
 
-Starts SmolLM2-135M on llama.cpp (``services.text.local_llm.LocalLLM``), has the text core write
-``--count`` balanced prompts, then names each prompt's person the way a collection is named (one
-shared set of taken names, so a repeat is re-asked, then drawn from the templates). It prints:
+Starts SmolLM2-135M on llama.cpp (``services.text.local_llm.LocalLLM``), takes ``--count``
+balanced prompts (template-written; ``--llm-prompts`` has the LLM write them), then has the LLM
+name each prompt's person the way a collection is named (one shared set of taken names, so a
+repeat is re-asked, then drawn from the templates). It prints:
 
 - the share of final names whose first name is of the prompt's country and gender and whose
   surname is of that country (names-dataset; countries it lacks are counted apart as unchecked),
@@ -31,7 +32,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from services.text.config import TextSettings  # noqa: E402
-from services.text.core import NameResult, TextCore, load_core, name_key, parse_name  # noqa: E402
+from services.text.core import (  # noqa: E402
+    NameResult,
+    Outcome,
+    TextCore,
+    available_countries,
+    balanced_subjects,
+    load_core,
+    name_key,
+    parse_name,
+    template_prompt,
+)
 from services.text.local_llm import LocalLLM  # noqa: E402
 from tests.fixtures.nats import free_port  # noqa: E402
 
@@ -40,9 +51,15 @@ def _share(part: int, whole: int) -> str:
     return f"{part}/{whole} = {100 * part / whole:.1f}%" if whole else "n/a"
 
 
-async def run(core: TextCore, count: int, seed: int) -> None:
+async def run(core: TextCore, count: int, seed: int, llm_prompts: bool) -> None:
     started = time.perf_counter()
-    prompts, prompt_outcome = await core.prompts(count, seed)
+    if llm_prompts:
+        prompts, prompt_outcome = await core.prompts(count, seed)
+    else:
+        # The same balanced subjects, written by the template writer: the names are measured,
+        # and the LLM's prompts would only add a quarter of an hour on shared CPUs.
+        plans = balanced_subjects(count, seed, countries=available_countries(core.names))
+        prompts, prompt_outcome = [template_prompt(plan, seed + i) for i, plan in enumerate(plans)], Outcome()
     prompt_seconds = time.perf_counter() - started
     print(f"prompts: {count} in {prompt_seconds:.0f}s, {prompt_outcome.llm_calls} LLM calls, "
           f"{len(prompt_outcome.rejected)} answers re-asked; fallbacks {prompt_outcome.fallbacks or 'none'}")  # fmt: skip
@@ -109,6 +126,7 @@ def main() -> None:
         "--wikipedia", default="", help="MediaWiki API URL (default: off, offline checks only)"
     )
     parser.add_argument("--notable-names", default=None, help="a list of notable names for the offline check")
+    parser.add_argument("--llm-prompts", action="store_true", help="the LLM writes the prompts too (slower)")
     args = parser.parse_args()
     with LocalLLM(free_port(), threads=args.threads, parallel=2) as llm:
         settings = TextSettings(
@@ -123,7 +141,7 @@ def main() -> None:
         started = time.perf_counter()
         core.names.dataset()  # names-dataset loads once, before anything is timed
         print(f"names-dataset loaded in {time.perf_counter() - started:.0f}s; LLM {llm.base_url}")
-        asyncio.run(run(core, args.count, args.seed))
+        asyncio.run(run(core, args.count, args.seed, args.llm_prompts))
 
 
 if __name__ == "__main__":
