@@ -42,11 +42,11 @@ from typing import Any
 from ganfolk.runtime.errors import InvalidArgument
 from services.stylegan.model import DiscriminatorConfig, GeneratorConfig
 from services.stylegan.training.augment import AugmentSpec, parse_augment
+from services.training.launch import STORE_ENV
 
 __all__ = ["ConfigError", "TrainConfig", "add_arguments", "config_from_args", "parse_config"]
 
 CACHE_ENV = "GANFOLK_TRAIN_CACHE"
-STORE_ENV = "GANFOLK_STORE_URL"
 RESUME_MODES = ("auto", "latest", "none")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from services.stylegan.training.config import STORE_ENV, ConfigError, TrainConfi
 from services.stylegan.training.data import DatasetInfo, check_dataset
 from services.stylegan.training.loop import RunStart, train
 from services.stylegan.training.report import make_reporter
+from services.training import launch
 
 __all__ = ["Plan", "launch_command", "main", "plan", "start", "worker"]
 
@@ -158,53 +158,17 @@ def plan(cfg: TrainConfig, world_size: int | None = None) -> Plan:
     return Plan(cfg, world, dataset, output, run_id, resume, store)
 
 
+MODULE = "services.stylegan.training.run"
+
+
 def launch_command(cfg: TrainConfig) -> list[str]:
     """The ``torchrun`` command that starts :func:`worker` on every process of this node."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={cfg.gpus}",
-        f"--max-restarts={cfg.max_restarts}",
-    ]
-    if cfg.nnodes == "1" and not cfg.rdzv_endpoint:
-        cmd.append("--standalone")
-    else:
-        cmd += [
-            f"--nnodes={cfg.nnodes}",
-            "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={cfg.rdzv_endpoint}",
-            f"--rdzv-id={cfg.rdzv_id or cfg.derived_run_id()}",
-        ]
-    return [*cmd, "-m", "services.stylegan.training.run", *cfg.to_argv()]
-
-
-def _single_process(cfg: TrainConfig) -> bool:
-    return cfg.gpus == 1 and cfg.nnodes == "1" and not cfg.rdzv_endpoint and cfg.max_restarts == 0
+    return launch.launch_command(cfg, MODULE)
 
 
 def start(cfg: TrainConfig) -> int:
     """Run ``cfg``: in this process for one process, else by replacing this process with torchrun."""
-    if _single_process(cfg):
-        return worker(cfg)
-    cmd = launch_command(cfg)
-    env = dict(os.environ)
-    if cfg.store_url:
-        # Through the environment, not argv: the URL may hold credentials, and argv is public.
-        env[STORE_ENV] = cfg.store_url
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(cmd[0], cmd, env)
-
-
-def _setup_logging(rank: int) -> None:
-    if logging.getLogger().handlers:
-        return
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    return launch.start(cfg, MODULE, worker)
 
 
 def worker(cfg: TrainConfig) -> int:
@@ -221,7 +185,7 @@ def worker(cfg: TrainConfig) -> int:
 
 def _worker(cfg: TrainConfig) -> int:
     env = dist.init_distributed(cfg.device, cfg.dist_timeout)
-    _setup_logging(env.rank)
+    launch.setup_logging(env.rank)
     decision: RunStart | str | None = None
     if env.is_main:
         try:
@@ -246,7 +210,7 @@ def _worker(cfg: TrainConfig) -> int:
     if isinstance(decision, str) or decision is None:
         if env.is_main:
             print(f"ganfolk train: {decision}", file=sys.stderr)
-        _leave(clean=False)
+        launch.leave(clean=False)
         return 2
     reporter = make_reporter(cfg) if env.is_main else None
     try:
@@ -257,25 +221,17 @@ def _worker(cfg: TrainConfig) -> int:
     except KeyboardInterrupt:
         if reporter is not None:
             reporter.finished("cancelled", "interrupted")
-        _leave(clean=False)
+        launch.leave(clean=False)
         return 130
     except BaseException as exc:
         if reporter is not None:
             reporter.finished("failed", f"{type(exc).__name__}: {exc}")
-        _leave(clean=False)
+        launch.leave(clean=False)
         raise
     if reporter is not None:
         reporter.finished("succeeded")
-    _leave(clean=True)
+    launch.leave(clean=True)
     return 0
-
-
-def _leave(*, clean: bool) -> None:
-    if clean:
-        dist.shutdown()
-    elif dist.dist.is_initialized():
-        # No barrier: the other ranks may be gone or stuck; torchrun tears the group down.
-        dist.dist.destroy_process_group()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
