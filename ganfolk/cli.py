@@ -347,22 +347,29 @@ def _train_runs(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _train_stylegan(args: argparse.Namespace) -> int:
-    from ganfolk.runtime.errors import InvalidArgument
-    from services.stylegan.training import run
-    from services.stylegan.training.config import config_from_args
+def _train(args: argparse.Namespace, model: str, **plan_options: Any) -> int:
+    """Plan a run of ``services.<model>.training`` (the checks of --check), then start it."""
+    import importlib
 
+    from ganfolk.runtime.errors import InvalidArgument
+
+    run = importlib.import_module(f"services.{model}.training.run")
+    config = importlib.import_module(f"services.{model}.training.config")
     try:
-        cfg = config_from_args(args)
-        # The same checks as --check, before any accelerator time: a bad option fails here, once.
-        plan = run.plan(cfg)
+        cfg = config.config_from_args(args)
+        # The same checks as --check, before any accelerator time; rank 0 repeats them at start.
+        plan = run.plan(cfg, **plan_options)
         if args.check:
             print(plan.describe())
             return 0
     except InvalidArgument as exc:
         print(f"ganfolk train: {exc}", file=sys.stderr)
         return 2
-    return run.start(cfg)
+    return int(run.start(cfg))
+
+
+def _train_stylegan(args: argparse.Namespace) -> int:
+    return _train(args, "stylegan")
 
 
 def _add_train_stylegan_parser(actions: Any) -> None:
@@ -378,21 +385,8 @@ def _add_train_stylegan_parser(actions: Any) -> None:
 
 
 def _train_vqgan(args: argparse.Namespace) -> int:
-    from ganfolk.runtime.errors import InvalidArgument
-    from services.vqgan.training import run
-    from services.vqgan.training.config import config_from_args
-
-    try:
-        cfg = config_from_args(args)
-        # The same checks as --check, before any accelerator time; rank 0 repeats them at start.
-        plan = run.plan(cfg, load_weights=False)
-        if args.check:
-            print(plan.describe())
-            return 0
-    except InvalidArgument as exc:
-        print(f"ganfolk train: {exc}", file=sys.stderr)
-        return 2
-    return run.start(cfg)
+    # The weights are loaded by rank 0 at start, not by the launcher.
+    return _train(args, "vqgan", load_weights=False)
 
 
 def _add_train_vqgan_parser(actions: Any) -> None:
