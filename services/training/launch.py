@@ -9,14 +9,41 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from ganfolk.runtime.errors import InvalidArgument
+from ganfolk.runtime.storage import ObjectStore, open_store
 from services.training import dist
 
-__all__ = ["LaunchConfig", "launch_command", "leave", "setup_logging", "single_process", "start"]
+__all__ = [
+    "ConfigError",
+    "LaunchConfig",
+    "launch_command",
+    "leave",
+    "open_run_store",
+    "setup_logging",
+    "single_process",
+    "start",
+]
 
 STORE_ENV = "GANFOLK_STORE_URL"
+
+
+class ConfigError(InvalidArgument):
+    """Options that cannot make a training run; the message names the option to change."""
+
+
+def open_run_store(store_url: str, locations: Iterable[str]) -> ObjectStore | None:
+    """The object store a run's ``s3://`` locations live in; None when none is ``s3://``."""
+    if not any(x.startswith("s3://") for x in locations):
+        return None
+    if not store_url:
+        raise ConfigError(f"s3:// locations need an object store: set --store-url or {STORE_ENV}")
+    try:
+        return open_store(store_url)
+    except ValueError as exc:
+        raise ConfigError(f"--store-url: {exc}") from None
 
 
 class LaunchConfig(Protocol):

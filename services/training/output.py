@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 import urllib.parse
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,14 @@ import torch
 
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.hashing import file_sha256
-from ganfolk.runtime.storage import LocalStore, ObjectNotFound, ObjectStore, open_store, validate_key
+from ganfolk.runtime.storage import (
+    LocalStore,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    open_store,
+    validate_key,
+)
 
 __all__ = ["RUN_FILE", "CheckpointError", "CheckpointRef", "RunOutput", "open_run_output", "torch_load"]
 
@@ -80,6 +88,15 @@ class RunOutput:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location})"
+
+    def check_writable(self) -> None:
+        """Write and delete a probe, so an unwritable output fails before any training."""
+        key = self.key(f".write-probe-{uuid.uuid4().hex}")
+        try:
+            self.store.put(key, b"probe", "text/plain")
+            self.store.delete(key)
+        except (OSError, StorageError) as exc:
+            raise CheckpointError(f"the output {self.location} is not writable: {exc}") from None
 
     # ------------------------------------------------------------------ model-specific hooks
 

@@ -39,20 +39,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ganfolk.runtime.errors import InvalidArgument
 from services.stylegan.model import DiscriminatorConfig, GeneratorConfig
 from services.stylegan.training.augment import AugmentSpec, parse_augment
-from services.training.launch import STORE_ENV
+from services.training.launch import STORE_ENV, ConfigError
 
 __all__ = ["ConfigError", "TrainConfig", "add_arguments", "config_from_args", "parse_config"]
 
 CACHE_ENV = "GANFOLK_TRAIN_CACHE"
 RESUME_MODES = ("auto", "latest", "none")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-class ConfigError(InvalidArgument):
-    """Options that cannot make a training run; the message names the option to change."""
 
 
 def _default_cache() -> str:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ganfolk.runtime.errors import InvalidArgument
-from ganfolk.runtime.storage import ObjectStore, StorageError, open_store
+from ganfolk.runtime.storage import ObjectStore
 from services.stylegan.training import dist
 from services.stylegan.training.checkpoints import (
     CheckpointError,
@@ -32,7 +31,7 @@ from services.stylegan.training.checkpoints import (
     load_training_checkpoint,
     open_output,
 )
-from services.stylegan.training.config import STORE_ENV, ConfigError, TrainConfig, parse_config
+from services.stylegan.training.config import TrainConfig, parse_config
 from services.stylegan.training.data import DatasetInfo, check_dataset
 from services.stylegan.training.loop import RunStart, train
 from services.stylegan.training.report import make_reporter
@@ -89,23 +88,7 @@ class Plan:
 
 
 def _store(cfg: TrainConfig) -> ObjectStore | None:
-    if not any(x.startswith("s3://") for x in (cfg.data, cfg.out, cfg.resume_from)):
-        return None
-    if not cfg.store_url:
-        raise ConfigError(f"s3:// locations need an object store: set --store-url or {STORE_ENV}")
-    try:
-        return open_store(cfg.store_url)
-    except ValueError as exc:
-        raise ConfigError(f"--store-url: {exc}") from None
-
-
-def _check_writable(output: CheckpointOutput) -> None:
-    key = output.key(f".write-probe-{uuid.uuid4().hex}")
-    try:
-        output.store.put(key, b"probe", "text/plain")
-        output.store.delete(key)
-    except (OSError, StorageError) as exc:
-        raise CheckpointError(f"the output {output.location} is not writable: {exc}") from None
+    return launch.open_run_store(cfg.store_url, (cfg.data, cfg.out, cfg.resume_from))
 
 
 def plan(cfg: TrainConfig, world_size: int | None = None) -> Plan:
@@ -121,7 +104,7 @@ def plan(cfg: TrainConfig, world_size: int | None = None) -> Plan:
         output = open_output(cfg.out, store)
     except OSError as exc:
         raise CheckpointError(f"the output {cfg.out} cannot be opened: {exc}") from None
-    _check_writable(output)
+    output.check_writable()
     dataset = check_dataset(cfg.data, cfg.size, per_rank, cfg.cache_dir, world_size=world, store=store)
     run_id = cfg.derived_run_id()
     owner = (output.run() or {}).get("run_id")

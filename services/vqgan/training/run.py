@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,8 +20,7 @@ import torch
 from torch import Tensor
 
 from ganfolk.runtime.errors import InvalidArgument
-from ganfolk.runtime.storage import ObjectStore, StorageError, open_store
-from services.stylegan.training.config import STORE_ENV, ConfigError
+from ganfolk.runtime.storage import ObjectStore
 from services.stylegan.training.data import DatasetError, DatasetInfo, check_dataset
 from services.stylegan.training.report import make_reporter
 from services.training import dist, launch
@@ -96,26 +94,6 @@ class Plan:
         )
 
 
-def _store(cfg: VQTrainConfig) -> ObjectStore | None:
-    if not any(x.startswith("s3://") for x in (cfg.data, cfg.out, cfg.init, cfg.config, *cfg.lpips)):
-        return None
-    if not cfg.store_url:
-        raise ConfigError(f"s3:// locations need an object store: set --store-url or {STORE_ENV}")
-    try:
-        return open_store(cfg.store_url)
-    except ValueError as exc:
-        raise ConfigError(f"--store-url: {exc}") from None
-
-
-def _check_writable(output: VQOutput) -> None:
-    key = output.key(f".write-probe-{uuid.uuid4().hex}")
-    try:
-        output.store.put(key, b"probe", "text/plain")
-        output.store.delete(key)
-    except (OSError, StorageError) as exc:
-        raise CheckpointError(f"the output {output.location} is not writable: {exc}") from None
-
-
 def _check_data(cfg: VQTrainConfig, spec: ModelSpec, world: int, store: ObjectStore | None) -> DatasetInfo:
     size = spec.model.resolution
     info = check_dataset(cfg.data, size, cfg.batch, cfg.cache_dir, world_size=world, store=store)
@@ -158,6 +136,10 @@ def _starting_weights(cfg: VQTrainConfig, spec: ModelSpec, store: ObjectStore | 
     return state
 
 
+def _store(cfg: VQTrainConfig) -> ObjectStore | None:
+    return launch.open_run_store(cfg.store_url, (cfg.data, cfg.out, cfg.init, cfg.config, *cfg.lpips))
+
+
 def plan(cfg: VQTrainConfig, world_size: int | None = None, *, load_weights: bool = True) -> Plan:
     """Check that ``cfg`` can train, without touching an accelerator; raise a clear error if not."""
     cfg.validate()
@@ -169,7 +151,7 @@ def plan(cfg: VQTrainConfig, world_size: int | None = None, *, load_weights: boo
         output = open_vq_output(cfg.out, store)
     except OSError as exc:
         raise CheckpointError(f"the output {cfg.out} cannot be opened: {exc}") from None
-    _check_writable(output)
+    output.check_writable()
     dataset = _check_data(cfg, spec, world, store)
     run_id = cfg.derived_run_id()
     owner = (output.run() or {}).get("run_id")
