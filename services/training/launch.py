@@ -6,6 +6,7 @@ configuration travels as arguments (``cfg.to_argv()``), the object-store URL thr
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -17,8 +18,11 @@ from ganfolk.runtime.storage import ObjectStore, open_store
 from services.training import dist
 
 __all__ = [
+    "DEVICES",
+    "RESUME_MODES",
     "ConfigError",
     "LaunchConfig",
+    "add_launch_arguments",
     "launch_command",
     "leave",
     "open_run_store",
@@ -28,6 +32,8 @@ __all__ = [
 ]
 
 STORE_ENV = "GANFOLK_STORE_URL"
+RESUME_MODES = ("auto", "latest", "none")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class ConfigError(InvalidArgument):
@@ -59,6 +65,32 @@ class LaunchConfig(Protocol):
     def derived_run_id(self) -> str: ...
 
     def to_argv(self) -> list[str]: ...
+
+
+def add_launch_arguments(p: argparse.ArgumentParser, d: Any) -> Any:
+    """The "launch" and "run and resume" options of every model, defaults from ``d``.
+
+    Returns the "run and resume" group, for a model's own resume options.
+    """
+    g = p.add_argument_group("launch")
+    g.add_argument("--gpus", type=int, default=d.gpus, help="processes per node (one per GPU)")
+    g.add_argument("--nnodes", default=d.nnodes, help="nodes: N or MIN:MAX (elastic)")
+    g.add_argument("--rdzv-endpoint", default="", help="host:port of the c10d rendezvous (many nodes)")
+    g.add_argument("--rdzv-id", default="", help="rendezvous id shared by the nodes (default: run id)")
+    g.add_argument("--max-restarts", type=int, default=d.max_restarts, help="elastic worker restarts")
+    g.add_argument("--device", default=d.device, choices=DEVICES)
+    g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, help="collective timeout, s")
+    r = p.add_argument_group("run and resume")
+    r.add_argument("--run-id", default="", help="name of the run (default: derived from the options)")
+    r.add_argument(
+        "--resume",
+        default=d.resume,
+        choices=RESUME_MODES,
+        help="auto: continue this run's latest checkpoint if any; latest: continue whatever the output "
+        "holds; none: refuse an output with checkpoints",
+    )
+    r.add_argument("--check", action="store_true", help="validate everything, print the plan, exit")
+    return r
 
 
 def launch_command(cfg: LaunchConfig, module: str) -> list[str]:

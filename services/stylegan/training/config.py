@@ -41,13 +41,11 @@ from typing import Any
 
 from services.stylegan.model import DiscriminatorConfig, GeneratorConfig
 from services.stylegan.training.augment import AugmentSpec, parse_augment
-from services.training.launch import STORE_ENV, ConfigError
+from services.training.launch import DEVICES, RESUME_MODES, STORE_ENV, ConfigError, add_launch_arguments
 
 __all__ = ["ConfigError", "TrainConfig", "add_arguments", "config_from_args", "parse_config"]
 
 CACHE_ENV = "GANFOLK_TRAIN_CACHE"
-RESUME_MODES = ("auto", "latest", "none")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def _default_cache() -> str:
@@ -328,25 +326,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=d.batch, help="global batch over all processes")
     p.add_argument("--kimg", type=float, help="length in thousands of real images (default 25000)")
     p.add_argument("--iterations", type=int, help="length in steps (instead of --kimg)")
-    g = p.add_argument_group("launch")
-    g.add_argument("--gpus", type=int, default=d.gpus, help="processes per node (one per GPU)")
-    g.add_argument("--nnodes", default=d.nnodes, help="nodes: N or MIN:MAX (elastic)")
-    g.add_argument("--rdzv-endpoint", default="", help="host:port of the c10d rendezvous (many nodes)")
-    g.add_argument("--rdzv-id", default="", help="rendezvous id shared by the nodes (default: run id)")
-    g.add_argument("--max-restarts", type=int, default=d.max_restarts, help="elastic worker restarts")
-    g.add_argument("--device", default=d.device, choices=DEVICES)
-    g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, help="collective timeout, s")
-    r = p.add_argument_group("run and resume")
-    r.add_argument("--run-id", default="", help="name of the run (default: derived from the options)")
-    r.add_argument(
-        "--resume",
-        default=d.resume,
-        choices=RESUME_MODES,
-        help="auto: continue this run's latest checkpoint if any; latest: continue whatever the output "
-        "holds; none: refuse an output with checkpoints",
-    )
+    r = add_launch_arguments(p, d)
     r.add_argument("--resume-from", default="", help="fine-tune from a rosinality training checkpoint")
-    r.add_argument("--check", action="store_true", help="validate everything, print the plan, exit")
     t = p.add_argument_group("training")
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--gamma", type=float, help="R1 weight (default 0.0002 * size^2 / batch)")

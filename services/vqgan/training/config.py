@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.stylegan.training.config import CACHE_ENV, DEVICES, RESUME_MODES, STORE_ENV, ConfigError
+from services.training.launch import add_launch_arguments
 
 __all__ = ["LPIPS_ENV", "VQTrainConfig", "add_arguments", "config_from_args", "parse_config"]
 
@@ -170,24 +171,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=d.batch, help="images per process (taming's batch_size)")
     p.add_argument("--base-lr", type=float, help="per-image learning rate (default: the yaml's)")
     p.add_argument("--disc-start", type=int, help="step the discriminator starts at (default: the yaml's)")
-    g = p.add_argument_group("launch")
-    g.add_argument("--gpus", type=int, default=d.gpus, help="processes per node (one per GPU)")
-    g.add_argument("--nnodes", default=d.nnodes, help="nodes: N or MIN:MAX (elastic)")
-    g.add_argument("--rdzv-endpoint", default="", help="host:port of the c10d rendezvous (many nodes)")
-    g.add_argument("--rdzv-id", default="", help="rendezvous id shared by the nodes (default: run id)")
-    g.add_argument("--max-restarts", type=int, default=d.max_restarts, help="elastic worker restarts")
-    g.add_argument("--device", default=d.device, choices=DEVICES)
-    g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, help="collective timeout, s")
-    r = p.add_argument_group("run and resume")
-    r.add_argument("--run-id", default="", help="name of the run (default: derived from the options)")
-    r.add_argument(
-        "--resume",
-        default=d.resume,
-        choices=RESUME_MODES,
-        help="auto: continue this run's latest checkpoint if any; latest: continue whatever the output "
-        "holds; none: refuse an output with checkpoints",
-    )
-    r.add_argument("--check", action="store_true", help="validate everything, print the plan, exit")
+    add_launch_arguments(p, d)
     o = p.add_argument_group("data and outputs")
     o.add_argument("--holdout", type=int, default=d.holdout, help="images held out for PSNR/codebook usage")
     o.add_argument("--xflip", action=argparse.BooleanOptionalAction, default=False)
