@@ -26,6 +26,7 @@ __all__ = [
     "launch_command",
     "leave",
     "open_run_store",
+    "run_reported",
     "setup_logging",
     "single_process",
     "start",
@@ -151,3 +152,27 @@ def leave(*, clean: bool) -> None:
     elif dist.dist.is_initialized():
         # No barrier: the other ranks may be gone or stuck; torchrun tears the group down.
         dist.dist.destroy_process_group()
+
+
+def run_reported(reporter: Any, body: Callable[[], None]) -> int:
+    """Run one rank's training ``body``; tell ``reporter`` (rank 0's, else None) how it ended.
+
+    Returns the exit status (0, or 130 when interrupted) after leaving the process group; any
+    other exception is reported as a failure and raised.
+    """
+    try:
+        body()
+    except KeyboardInterrupt:
+        if reporter is not None:
+            reporter.finished("cancelled", "interrupted")
+        leave(clean=False)
+        return 130
+    except BaseException as exc:
+        if reporter is not None:
+            reporter.finished("failed", f"{type(exc).__name__}: {exc}")
+        leave(clean=False)
+        raise
+    if reporter is not None:
+        reporter.finished("succeeded")
+    leave(clean=True)
+    return 0

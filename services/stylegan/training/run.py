@@ -196,25 +196,15 @@ def _worker(cfg: TrainConfig) -> int:
         launch.leave(clean=False)
         return 2
     reporter = make_reporter(cfg) if env.is_main else None
-    try:
+    begin: RunStart = decision  # narrowed above; closures do not keep narrowing
+
+    def body() -> None:
         store = _store(cfg)
         output = open_output(cfg.out, store)
-        output.run_id = decision.run_id
-        train(cfg, env, decision, output, reporter, store=store)
-    except KeyboardInterrupt:
-        if reporter is not None:
-            reporter.finished("cancelled", "interrupted")
-        launch.leave(clean=False)
-        return 130
-    except BaseException as exc:
-        if reporter is not None:
-            reporter.finished("failed", f"{type(exc).__name__}: {exc}")
-        launch.leave(clean=False)
-        raise
-    if reporter is not None:
-        reporter.finished("succeeded")
-    launch.leave(clean=True)
-    return 0
+        output.run_id = begin.run_id
+        train(cfg, env, begin, output, reporter, store=store)
+
+    return launch.run_reported(reporter, body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

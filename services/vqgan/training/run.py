@@ -224,24 +224,15 @@ def worker(cfg: VQTrainConfig) -> int:
         launch.leave(clean=False)
         return 2
     reporter = make_reporter(cfg) if env.is_main else None
-    try:
+    begin: RunStart = decision  # narrowed above; closures do not keep narrowing
+    init = p.init if p is not None else None
+
+    def body() -> None:
         output = open_vq_output(cfg.out, _store(cfg))
-        output.run_id = decision.run_id
-        train(cfg, env, decision, output, reporter, init=p.init if p is not None else None)
-    except KeyboardInterrupt:
-        if reporter is not None:
-            reporter.finished("cancelled", "interrupted")
-        launch.leave(clean=False)
-        return 130
-    except BaseException as exc:
-        if reporter is not None:
-            reporter.finished("failed", f"{type(exc).__name__}: {exc}")
-        launch.leave(clean=False)
-        raise
-    if reporter is not None:
-        reporter.finished("succeeded")
-    launch.leave(clean=True)
-    return 0
+        output.run_id = begin.run_id
+        train(cfg, env, begin, output, reporter, init=init)
+
+    return launch.run_reported(reporter, body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
