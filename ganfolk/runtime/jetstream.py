@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar, cast
 
 import nats
 from nats.aio.client import Client as NATS
@@ -140,27 +140,30 @@ async def is_cancelled(kv: KeyValue, job_id: str) -> bool:
     return (await kv_read(kv, job_id)).value is not None
 
 
-class CancelledJobs:
-    """The cancel bucket's job ids mirrored in memory by a KV watch.
+V = TypeVar("V")
 
-    Workers ask before every task and long handlers before every step (VQGAN: every
-    iteration); a KV read each time costs about a millisecond on the task path, a set
-    lookup nothing. Until the watch has replayed the bucket (and again after it broke,
-    e.g. across a broker restart) :meth:`is_cancelled` reads the bucket directly, so an
-    answer never misses a cancel written before the watch was current. Once current, a
-    cancel shows up as soon as the server pushes it: to a task that starts meanwhile it
-    looks as if the cancel had come a moment later, which a cancel may always do.
+
+class KvMirror(Generic[V]):
+    """A KV bucket mirrored in memory by a watch: key -> ``decode(value)``.
+
+    The watch first replays the bucket (a None entry marks the end of the replay); the mirror
+    is built fresh from it, so entries deleted while a watch was down disappear too, and only
+    then becomes :attr:`current`. After the watch breaks (e.g. across a broker restart) it is
+    not current until a new watch has replayed: callers read the bucket meanwhile.
+    ``decode=None`` mirrors keys only (the watch carries no values).
     """
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, decode: Callable[[bytes], V] | None, what: str) -> None:
         self.kv = kv
-        self._ids: set[str] = set()
+        self._decode = decode
+        self._what = what
+        self._entries: dict[str, V] = {}
         self._current = False
         self._task: asyncio.Task[None] | None = None
 
     @property
     def current(self) -> bool:
-        """True while the in-memory set answers without a KV read."""
+        """True while the in-memory mirror answers without a KV read."""
         return self._current
 
     def start(self) -> None:
@@ -174,13 +177,6 @@ class CancelledJobs:
             self._task = None
         self._current = False
 
-    async def is_cancelled(self, job_id: str) -> bool:
-        if not job_id:
-            return False
-        if self._current:
-            return job_id in self._ids
-        return await is_cancelled(self.kv, job_id)
-
     async def _run(self) -> None:
         while True:
             try:
@@ -188,29 +184,52 @@ class CancelledJobs:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("cancel watch broke (%s); reading the bucket until it is back", exc)
+                log.warning("%s watch broke (%s); reading the bucket until it is back", self._what, exc)
             self._current = False
             await asyncio.sleep(1)
 
     async def _watch(self) -> None:
-        # Only the keys matter (the values are reasons nobody here reads).
-        watcher = await self.kv.watchall(meta_only=True)
+        keys_only = self._decode is None
+        watcher = await self.kv.watchall(meta_only=keys_only)
         try:
-            # The replay ends with a None entry; a fresh set built from it also drops ids
-            # purged while the watch was down.
-            fresh: set[str] = set()
+            fresh: dict[str, V] = {}
             async for entry in watcher:
                 if entry is None:
-                    self._ids, self._current = fresh, True
+                    self._entries, self._current = fresh, True
                     continue
-                target = self._ids if self._current else fresh
-                if entry.operation in (KV_DEL, KV_PURGE):
-                    target.discard(entry.key)
+                target = self._entries if self._current else fresh
+                if entry.operation in (KV_DEL, KV_PURGE) or (not keys_only and not entry.value):
+                    target.pop(entry.key, None)
                 else:
-                    target.add(entry.key)
+                    # keys only: the mirror holds None for each key (V is None then)
+                    target[entry.key] = self._decode(entry.value) if self._decode else cast(V, None)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+
+class CancelledJobs(KvMirror[None]):
+    """The cancel bucket's job ids mirrored in memory by a KV watch.
+
+    Workers ask before every task and long handlers before every step (VQGAN: every
+    iteration); a KV read each time costs about a millisecond on the task path, a set
+    lookup nothing. Until the watch has replayed the bucket (and again after it broke,
+    e.g. across a broker restart) :meth:`is_cancelled` reads the bucket directly, so an
+    answer never misses a cancel written before the watch was current. Once current, a
+    cancel shows up as soon as the server pushes it: to a task that starts meanwhile it
+    looks as if the cancel had come a moment later, which a cancel may always do.
+    """
+
+    def __init__(self, kv: KeyValue) -> None:
+        # Only the keys matter (the values are reasons nobody here reads).
+        super().__init__(kv, None, "cancel")
+
+    async def is_cancelled(self, job_id: str) -> bool:
+        if not job_id:
+            return False
+        if self._current:
+            return job_id in self._entries
+        return await is_cancelled(self.kv, job_id)
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str = JOBS_BUCKET, history: int = 8) -> KeyValue:

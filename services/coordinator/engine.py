@@ -80,7 +80,7 @@ class Engine:
         self.jobs = await jetstream.ensure_kv(self.js, jetstream.JOBS_BUCKET)
         self.cancels = await jetstream.ensure_kv(self.js, jetstream.CANCEL_BUCKET, history=1)
         self.services = ServiceInfos(await jetstream.ensure_kv(self.js, jetstream.SERVICES_BUCKET, history=1))
-        await self.services.start()
+        self.services.start()
         with contextlib.suppress(Exception):
             await self.js.add_consumer(
                 jetstream.EVENTS_STREAM,

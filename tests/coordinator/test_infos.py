@@ -30,7 +30,7 @@ async def test_infos_follow_puts_and_deletes(nc: NATS) -> None:
     infos = ServiceInfos(kv)
     # Before the watch has replayed the bucket, answers come from a direct read.
     assert set(await infos.get()) == {"stylegan"}
-    await infos.start()
+    infos.start()
     try:
         await eventually(infos, lambda d: infos._current and "stylegan" in d)
         await kv.put(
