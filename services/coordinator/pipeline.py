@@ -31,6 +31,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.catalog import Stage, service_for
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.v1 import (
@@ -49,6 +50,7 @@ from services.text.filters import parse_filter
 
 S = jobs_pb2
 TERMINAL = {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED, S.JOB_STATE_REJECTED}
+# What a spec's 0 (unset) means: the article's 1,000 samples in tasks of 100, 14 kept.
 DEFAULT_SAMPLES = 1000
 DEFAULT_TASK_SIZE = 100
 DEFAULT_TOP_K = 14
@@ -101,7 +103,7 @@ def describe_person(prompt: str) -> str:
     return match.group(1) if match else prompt.strip()
 
 
-MAX_COLLECTION = 100
+MAX_COLLECTION = limits.MAX_COLLECTION
 
 
 def job_id_for_key(key: str) -> str:
@@ -134,40 +136,116 @@ def _description(p: text_pb2.PortraitPrompt) -> str:
     return " ".join(w for w in (article, p.adjective, p.nationality, p.person) if w)
 
 
-def validate_spec(spec: jobs_pb2.JobSpec, max_samples: int = 10_000) -> None:
-    """Reject a spec that can never succeed (InvalidArgument); the message says what to fix."""
-    if spec.collection_size > MAX_COLLECTION:
-        raise InvalidArgument(f"collection_size {spec.collection_size} is over the limit of {MAX_COLLECTION}")
-    if spec.collection_size and spec.prompt:
-        raise InvalidArgument("a collection writes its own prompts: leave prompt empty")
-    if spec.HasField("collection_filter"):
-        if not spec.collection_size:
-            raise InvalidArgument("collection_filter applies to a collection: set collection_size too")
-        parse_filter(spec.collection_filter)
-    if len(spec.prompt) > 500:
-        raise InvalidArgument(f"prompt is {len(spec.prompt)} characters; keep it under 500")
-    if spec.num_samples > max_samples:
-        raise InvalidArgument(f"num_samples {spec.num_samples} is over the limit of {max_samples}")
-    limit = min(max_samples, MAX_SAMPLE_TASK_SIZE)
-    if spec.sample_task_size > limit:
-        raise InvalidArgument(f"sample_task_size {spec.sample_task_size} is over the limit of {limit}")
-    n = spec.num_samples or DEFAULT_SAMPLES
-    tasks = math.ceil(n / (spec.sample_task_size or DEFAULT_TASK_SIZE))
-    if tasks > MAX_SAMPLE_TASKS:
-        raise InvalidArgument(
-            f"{n} samples in tasks of {spec.sample_task_size} make {tasks} sample tasks, over the limit "
-            f"of {MAX_SAMPLE_TASKS}: set sample_task_size to at least {math.ceil(n / MAX_SAMPLE_TASKS)}"
-        )
-    if spec.seed < 0:
-        raise InvalidArgument("seed must be >= 0")
+def validate_spec(spec: jobs_pb2.JobSpec, max_samples: int = limits.MAX_SAMPLES_PER_JOB) -> None:
+    """Reject a spec that can never succeed (InvalidArgument); the message says what to fix.
+
+    Every field is checked here, before the job exists, against the limits the stages would
+    otherwise hit after sampling has run (:mod:`ganfolk.runtime.limits`).
+    """
+    _validate_text(spec)
+    _validate_collection(spec)
+    n = _validate_samples(spec, max_samples)
+    _validate_seeds(spec, n)
     if spec.HasField("truncation_psi") and not 0 <= spec.truncation_psi <= 1:
         raise InvalidArgument(f"truncation_psi must be in [0, 1], got {spec.truncation_psi}")
+    if spec.latent_distribution not in stylegan_pb2.LatentDistribution.values():
+        kinds = _names(stylegan_pb2.LatentDistribution)
+        raise InvalidArgument(f"latent_distribution {spec.latent_distribution} is not one of {kinds}")
     if spec.top_k > n:
         raise InvalidArgument(f"top_k {spec.top_k} is larger than num_samples {n}")
     if spec.top_k > MAX_TOP_K:
         raise InvalidArgument(f"top_k {spec.top_k} is over the limit of {MAX_TOP_K}")
+    _validate_images(spec)
     if spec.recipient and not re.fullmatch(r"0x[0-9a-fA-F]{40}", spec.recipient):
         raise InvalidArgument(f"recipient {spec.recipient!r} is not a 0x-prefixed 20-byte address")
+    if spec.require_review and spec.no_review:
+        raise InvalidArgument("require_review and no_review contradict each other: set one of them")
+
+
+def _names(enum: Any) -> str:
+    return ", ".join(enum.keys())
+
+
+def _validate_text(spec: jobs_pb2.JobSpec) -> None:
+    # The prompt's "of ..." part stands in for an empty description, so the prompt's limit
+    # must not exceed the description's, which the name and backstory stages enforce.
+    limits.check_line(spec.prompt, "prompt", min(limits.MAX_PROMPT_CHARS, limits.MAX_DESCRIPTION_CHARS))
+    limits.check_line(spec.description, "description", limits.MAX_DESCRIPTION_CHARS)
+    limits.check_line(spec.reserved_name, "reserved_name", limits.MAX_NAME_CHARS)
+
+
+def _validate_collection(spec: jobs_pb2.JobSpec) -> None:
+    if spec.collection_size > MAX_COLLECTION:
+        raise InvalidArgument(f"collection_size {spec.collection_size} is over the limit of {MAX_COLLECTION}")
+    if spec.collection_size:
+        # The text service writes each portrait's prompt, description and name: a value here
+        # would be silently replaced.
+        for field in ("prompt", "description", "reserved_name"):
+            if getattr(spec, field):
+                raise InvalidArgument(f"a collection writes its own {field}s: leave {field} empty")
+    if spec.HasField("collection_filter"):
+        if not spec.collection_size:
+            raise InvalidArgument("collection_filter applies to a collection: set collection_size too")
+        parse_filter(spec.collection_filter)
+
+
+def _validate_samples(spec: jobs_pb2.JobSpec, max_samples: int) -> int:
+    """The number of samples the spec draws (0 is the default, :data:`DEFAULT_SAMPLES`)."""
+    if spec.num_samples > max_samples:
+        raise InvalidArgument(f"num_samples {spec.num_samples} is over the limit of {max_samples}")
+    n = spec.num_samples or DEFAULT_SAMPLES
+    if n > max_samples:
+        raise InvalidArgument(
+            f"num_samples 0 means the default of {DEFAULT_SAMPLES}, over this coordinator's limit of "
+            f"{max_samples}: set num_samples"
+        )
+    limit = min(max_samples, MAX_SAMPLE_TASK_SIZE)
+    if spec.sample_task_size > limit:
+        raise InvalidArgument(
+            f"sample_task_size {spec.sample_task_size} is over the limit of {limit} "
+            "(seeds one StyleGAN request may ask for)"
+        )
+    size = spec.sample_task_size or DEFAULT_TASK_SIZE
+    tasks = math.ceil(n / size)
+    if tasks > MAX_SAMPLE_TASKS:
+        raise InvalidArgument(
+            f"{n} samples in tasks of {size} make {tasks} sample tasks, over the limit "
+            f"of {MAX_SAMPLE_TASKS}: set sample_task_size to at least {math.ceil(n / MAX_SAMPLE_TASKS)}"
+        )
+    return n
+
+
+def _validate_seeds(spec: jobs_pb2.JobSpec, n: int) -> None:
+    if spec.seed < 0:
+        raise InvalidArgument(f"seed must be >= 0, got {spec.seed}")
+    # Seeds travel as int64: the job's (or, for a collection, its last portrait's) last seed
+    # must fit, or sampling stores images and then fails to report them.
+    portraits = max(spec.collection_size, 1)
+    last = spec.seed + portraits * n - 1
+    if last > limits.INT64_MAX:
+        drawn = f"{portraits} portraits of {n} samples" if spec.collection_size else f"{n} samples"
+        raise InvalidArgument(
+            f"seed {spec.seed} + {drawn} runs past 2**63 - 1 (the largest int64 seed): "
+            f"use a seed of at most {limits.INT64_MAX - portraits * n + 1}"
+        )
+
+
+def _validate_images(spec: jobs_pb2.JobSpec) -> None:
+    """The refine and finish options the stage services would refuse whatever their settings."""
+    if spec.refine.HasField("seed") and spec.refine.seed < 0:
+        raise InvalidArgument(f"refine.seed must be >= 0, got {spec.refine.seed}")
+    for field in ("size", "iterations", "cutn"):
+        if spec.refine.HasField(field) and getattr(spec.refine, field) == 0:
+            raise InvalidArgument(f"refine.{field} must be at least 1 (leave it unset for the default)")
+    finish = spec.finish
+    if finish.HasField("noise_seed") and finish.noise_seed < 0:
+        raise InvalidArgument(f"finish.noise_seed must be >= 0, got {finish.noise_seed}")
+    if finish.HasField("scale") and finish.scale not in (1, 2, 4):
+        raise InvalidArgument(f"finish.scale must be 1, 2 or 4, got {finish.scale}")
+    if finish.backend not in upscale_pb2.SuperResolutionBackend.values():
+        raise InvalidArgument(
+            f"finish.backend {finish.backend} is not one of {_names(upscale_pb2.SuperResolutionBackend)}"
+        )
 
 
 def _meta(
@@ -212,9 +290,9 @@ MAX_STAGE_IMAGES = 16
 # Bounds that keep the job entry and every NATS message small whatever num_samples is:
 # top_k ranked references live in the job, one result event carries one shard's references,
 # and the job lists the id of every finished task.
-MAX_TOP_K = 100
-MAX_SAMPLE_TASK_SIZE = 1000
-MAX_SAMPLE_TASKS = 256
+MAX_TOP_K = limits.MAX_TOP_K
+MAX_SAMPLE_TASK_SIZE = limits.MAX_SEEDS_PER_SAMPLE_TASK
+MAX_SAMPLE_TASKS = limits.MAX_SAMPLE_TASKS
 
 
 def manifest_prefix(job_id: str, stage: Stage) -> str:
@@ -257,9 +335,14 @@ def _fold_sample(
     status.images_total += len(r.samples)
     if meta.shard_index == 0:
         # Shard 0 holds the lowest seeds: a preview that does not depend on arrival order, and
-        # the best sample when ranking is skipped. Its provenance stands for every shard's (same
-        # model and parameters); the seed lists are in the manifest.
-        status.images.extend(s.image for s in r.samples[:MAX_STAGE_IMAGES])
+        # the best sample when ranking is skipped (the lowest seed, so the same spec gives the
+        # same portrait). Sorted, since only the seeds, not the order they are listed in, are
+        # the service's contract. Its provenance stands for every shard's (same model and
+        # parameters); the seed lists are in the manifest.
+        if not r.samples:
+            raise StageError("sample task 0 returned no images")
+        ordered = sorted(r.samples, key=lambda s: s.seed)
+        status.images.extend(s.image for s in ordered[:MAX_STAGE_IMAGES])
         provenance = job.provenance.add()
         provenance.CopyFrom(r.provenance)
         provenance.ClearField("seeds")
@@ -388,7 +471,8 @@ ROUND_SEED_STEP = 7919
 
 
 def _text_seed(job: jobs_pb2.Job) -> int:
-    return job.spec.seed + job.review_round * ROUND_SEED_STEP
+    # Wraps within int64 (a seed field), so a spec seed near 2**63 still gets new names.
+    return (job.spec.seed + job.review_round * ROUND_SEED_STEP) % (limits.INT64_MAX + 1)
 
 
 def _name_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
@@ -437,7 +521,9 @@ def _fold_backstory(
 def _mint_requests(job: jobs_pb2.Job, name: Stage) -> list[Task]:
     meta = _meta(job, name)
     person = f"{job.first_name} {job.last_name}".strip()
-    title = f"{job.prompt} — {person}" if person else job.prompt
+    # A prompt may be longer than a token title: shorten the prompt, keep the name (the whole
+    # prompt goes in the prompt field and attribute).
+    title = limits.fit_title(job.prompt, f" — {person}" if person else "")
     request = mint_pb2.MintRequest(
         idempotency_key=job.job_id,
         title=title,
@@ -570,6 +656,12 @@ def _skip(job: jobs_pb2.Job, stage: int, reason: str) -> None:
     status.finished_at.CopyFrom(now())
 
 
+def lowest_seed_sample(job: jobs_pb2.Job) -> common_pb2.ImageRef:
+    """The best sample when ranking is skipped: the lowest seed's (shard 0 keeps its images
+    in seed order), whichever shard reported first."""
+    return stage_status(job, S.STAGE_SAMPLE).images[0]
+
+
 def random_weights_reason(stage: int, services: dict[str, info_pb2.GetInfoResponse]) -> str:
     service = STAGES[stage].service
     info = services.get(service)
@@ -614,8 +706,8 @@ def advance(job: jobs_pb2.Job, services: dict[str, info_pb2.GetInfoResponse] | N
             reason = "" if job.spec.force_stages else random_weights_reason(stage, services)
             if reason:
                 _skip(job, stage, reason)
-                if stage == S.STAGE_RANK:  # without ranking, the lowest seed's sample is the best
-                    job.best_sample.CopyFrom(stage_status(job, S.STAGE_SAMPLE).images[0])
+                if stage == S.STAGE_RANK:
+                    job.best_sample.CopyFrom(lowest_seed_sample(job))
             else:
                 _start(job, stage, out)
     if done(job, S.STAGE_REFINE) and ready(S.STAGE_FINISH):
