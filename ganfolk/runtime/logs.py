@@ -1,4 +1,5 @@
-"""One logging setup: JSON lines on stdout carrying the service and the job being worked on."""
+"""One logging setup: JSON lines on stdout carrying the service and the job being worked on,
+with every configured secret masked (:mod:`ganfolk.runtime.redact`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+from ganfolk.runtime.redact import redact
 
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "ganfolk_log_context", default=None
@@ -32,7 +35,12 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        # Configured secrets and URL credentials never reach a log line, whoever logged them
+        # (our code, an HTTP library echoing a request URL, an exception's text). Strings are
+        # masked before encoding, where they are still as configured; the line once more after,
+        # for values nested in lists and mappings.
+        entry = {k: redact(v) if isinstance(v, str) else v for k, v in entry.items()}
+        return redact(json.dumps(entry, default=lambda o: redact(str(o))))
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -44,7 +52,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("nats", "grpc", "botocore", "urllib3"):
+    for noisy in ("nats", "grpc", "botocore", "urllib3", "httpx", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from ganfolk.runtime.hashing import file_sha256
+from ganfolk.runtime.redact import redact_url
 from ganfolk.runtime.settings import ConfigError, Settings
 from ganfolk.runtime.storage import open_store
 from ganfolk.v1 import common_pb2
@@ -63,7 +64,10 @@ def fetch_weights(source: str, settings: Settings, sha256: str | None = None, va
 def model_ref(
     name: str, source: str = "", sha256: str = "", random_weights: bool = False
 ) -> common_pb2.ModelRef:
-    return common_pb2.ModelRef(name=name, source=source, sha256=sha256, random_weights=random_weights)
+    # Provenance is job data (KV, manifests, token metadata): a source URL keeps no credentials.
+    return common_pb2.ModelRef(
+        name=name, source=redact_url(source), sha256=sha256, random_weights=random_weights
+    )
 
 
 def provenance(

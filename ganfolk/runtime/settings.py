@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ganfolk.runtime import redact
+
 ENV_PREFIX = "GANFOLK_"
 
 
@@ -42,12 +44,20 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    # Bearer token every RPC but health and reflection must carry ("authorization: Bearer
+    # <token>"); required, unless mutual TLS is on, when grpc_host is not a loopback address.
+    grpc_auth_token: SecretStr | None = None
 
     # Prometheus endpoint; disabled when unset.
     metrics_port: int | None = None
 
     # NATS JetStream
     nats_url: str = "nats://127.0.0.1:4222"
+    # NATS credentials: a user and password (ganfolk.runtime.nats_auth generates the server's
+    # users, one per service, with per-service permissions), or a .creds file (nkey/JWT).
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_creds_file: Path | None = None
     # Run the stage worker(s) of the service; off for gRPC-only deployments.
     worker_enabled: bool = True
     stream_replicas: int = 1
@@ -82,6 +92,10 @@ class Settings(BaseSettings):
                 data = {**data, "grpc_port": entry.port}
         return data
 
+    def grpc_token(self) -> str:
+        """The bearer token this service's gRPC API requires ('' when none)."""
+        return self.grpc_auth_token.get_secret_value() if self.grpc_auth_token else ""
+
     def require(self, field: str, why: str = "") -> Any:
         """Return a field's value or stop with a message naming its variable."""
         value = getattr(self, field)
@@ -97,10 +111,15 @@ S = TypeVar("S", bound=Settings)
 def load_settings(cls: type[S] = Settings, **overrides: Any) -> S:  # type: ignore[assignment]
     """Read settings from the environment (overrides win, e.g. from CLI flags)."""
     try:
-        return cls(**{k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{env_name(field)}: {err['msg']} (got {err.get('input')!r})")
+            # The input may be a URL with credentials, or a key: shown redacted, if at all.
+            got = redact.shown(err.get("input"), name=field)
+            problems.append(f"{env_name(field)}: {err['msg']} (got {got})")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+    # Every secret the process is configured with is masked in its logs from here on.
+    redact.register_settings(settings)
+    return settings

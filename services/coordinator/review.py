@@ -14,11 +14,18 @@ what it replaced (``Job.reviews``), so the job keeps its history.
 
 from __future__ import annotations
 
+import functools
+import threading
 import unicodedata
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ganfolk.runtime.errors import Conflict, FailedPrecondition, InvalidArgument
 from ganfolk.v1 import info_pb2, jobs_pb2
 from services.coordinator import pipeline
+
+if TYPE_CHECKING:
+    from services.text.notability import NotabilityChecker
 
 S = jobs_pb2
 # Chains whose tokens are worth nothing (anvil, Hardhat/Ganache): minting there needs no review.
@@ -124,6 +131,53 @@ def edited_name(job: jobs_pb2.Job, request: jobs_pb2.ReviewRequest) -> str:
     return "" if full == f"{job.first_name} {job.last_name}".strip() else full
 
 
+# Why a name is notable (None: it is not); see :func:`check_name`.
+NotabilityCheck = Callable[[str], str | None]
+_LOAD_LOCK = threading.Lock()
+
+
+@functools.cache
+def _offline_checker() -> NotabilityChecker:
+    """The text service's offline check (WordNet's notable people), loaded once per process
+    (about half a second) on the first edited name; the online check and a configured list
+    of names are the text service's, asked over gRPC by the engine before the update."""
+    from ganfolk.runtime.settings import load_settings
+    from services.text.config import TextSettings
+    from services.text.notability import NotabilityChecker
+
+    wordnet = load_settings(TextSettings).text_wordnet_dir
+    try:
+        return NotabilityChecker(wordnet, wikipedia_api_url=None)
+    except FileNotFoundError as exc:
+        raise FailedPrecondition(
+            f"cannot check an edited name for notable people: {exc}; names cannot be edited until it is"
+        ) from None
+
+
+def offline_notability(name: str) -> str | None:
+    """Why ``name`` belongs to a notable person by the offline checks, or None."""
+    with _LOAD_LOCK:
+        checker = _offline_checker()
+    return checker.offline(name)
+
+
+def check_name(name: str, notability: NotabilityCheck | None = None) -> None:
+    """Refuse (InvalidArgument, with the reason) a name a reviewer typed that a generated name
+    could not have: not a first and last name (the text service's own parser), or a notable
+    person's (``notability``; default: the text service's offline check, in this process)."""
+    from services.text.core import parse_name
+
+    try:
+        first, last = parse_name(name)
+    except ValueError as exc:
+        raise InvalidArgument(f"the name {name!r} is refused: invalid: {exc}; choose another name") from None
+    reason = (notability or offline_notability)(f"{first} {last}")
+    if reason:
+        raise InvalidArgument(
+            f"the name {name!r} is refused: notable: {first} {last} ({reason}); choose another name"
+        )
+
+
 def ranked_candidates(job: jobs_pb2.Job) -> list[tuple[jobs_pb2.StageStatus, int]]:
     """(rank status, index) of each ranked candidate, best first; empty when rank did not run."""
     for status in job.stages:
@@ -150,11 +204,13 @@ def apply_review(
     job: jobs_pb2.Job,
     request: jobs_pb2.ReviewRequest,
     services: dict[str, info_pb2.GetInfoResponse],
+    notability: NotabilityCheck | None = None,
 ) -> pipeline.Advance:
     """Apply a (validated) review action to a job awaiting review; the tasks to publish.
 
     Raises FailedPrecondition when the job is not awaiting review, Conflict when the
-    reviewer acted on an older version of it, InvalidArgument for an impossible action.
+    reviewer acted on an older version of it, InvalidArgument for an impossible action or
+    for an edited name that is malformed or a notable person's (see :func:`check_name`).
     """
     if job.state != S.JOB_STATE_AWAITING_REVIEW:
         state = S.JobState.Name(job.state).removeprefix("JOB_STATE_").lower().replace("_", " ")
@@ -169,6 +225,13 @@ def apply_review(
             "reload it and decide again"
         )
     decision = request.decision
+    if decision in NAMING:
+        # The name the job will actually carry, on the job as it is now (inside the update):
+        # a name checked earlier, outside it, may have been combined with another last name.
+        first = request.first_name or job.first_name
+        last = request.last_name or job.last_name
+        if (first, last) != (job.first_name, job.last_name):
+            check_name(f"{first} {last}".strip(), notability)
     record = S.ReviewRecord(
         decision=decision,
         time=pipeline.now(),

@@ -28,6 +28,7 @@ from typing import TypeVar
 from ganfolk.runtime.errors import Transient
 from ganfolk.runtime.models import fetch_weights
 from ganfolk.runtime.settings import ConfigError
+from services.text import guard
 from services.text.config import TextSettings
 from services.text.countries import COUNTRIES, REGIONS, Country, find_country, find_group
 from services.text.filters import MEDIUM_WORDS, NO_FILTER, CollectionFilter
@@ -254,11 +255,21 @@ def parse_name(answer: str) -> tuple[str, str]:
             raise ValueError(f"{word!r} is not a name")
         if not word[0].isupper() or word.isupper():
             raise ValueError(f"{word!r} is not capitalized like a name")
-        if word.lower() in NOT_NAMES:
+        if word.lower() in NOT_NAMES or word.lower() in guard.INSTRUCTION_WORDS:
             raise ValueError(f"{word!r} is not a name")
+        if len(scripts(word)) > 1:
+            # "Mаrilyn" with a Cyrillic "а" looks like a notable name and is not one to the check.
+            raise ValueError(f"{word!r} mixes alphabets ({', '.join(sorted(scripts(word)))})")
     if words[0].lower() == words[1].lower():
         raise ValueError("first and last name are the same")
     return words[0], words[1]
+
+
+def scripts(word: str) -> set[str]:
+    """The alphabets of a word's letters: {"LATIN"}, {"LATIN", "CYRILLIC"}; kanji and kana
+    count as one (Japanese names mix them)."""
+    found = {unicodedata.name(c, "?").split()[0] for c in word if c.isalpha()}
+    return {"CJK" if s in ("HIRAGANA", "KATAKANA") else s for s in found}
 
 
 @dataclass(frozen=True)
@@ -509,8 +520,9 @@ class Refused(ValueError):
     """A well-formed answer that is turned down anyway; the message is the whole reason."""
 
 
-_BRAZILIAN_GIRL = "a thoughtful Brazilian girl (a female Brazilian name)"
-_TURKISH_BOY = "an inquisitive Turkish boy (a male Turkish name)"
+def _name_request(description: str, wanted: str) -> str:
+    """The user turn asking for a name: the description delimited, what kind of name outside."""
+    return f"Create {wanted} name for the person described here: {guard.delimit(description)}"
 
 
 class TextCore:
@@ -522,6 +534,16 @@ class TextCore:
         self.llm = llm
         self.notability = notability
         self._llm_slots = asyncio.Semaphore(max(1, settings.text_llm_concurrency))
+
+    @staticmethod
+    def _user_text(description: str, outcome: Outcome) -> guard.CleanText:
+        """The description as it may go into a prompt; what was left out is noted (how much,
+        not what: the provenance is job data)."""
+        user = guard.clean_user_text(description)
+        note = f"description: {len(user.removed)} instruction-like passage(s) left out of the LLM prompt"
+        if user.removed and note not in outcome.notes:
+            outcome.notes.append(note)
+        return user
 
     @property
     def model_name(self) -> str:
@@ -753,20 +775,23 @@ class TextCore:
     ) -> tuple[str, str] | None:
         kind = f"{GENDER_WORDS[subject.gender]} {subject.country.demonym}"
         wanted = f"{article(kind)} {kind}"
+        user = self._user_text(description, outcome)
         messages: list[Message] = [
             {
                 "role": "system",
-                "content": "You invent names of fictional people. Reply with first and last name only.",
+                "content": "You invent names of fictional people. Reply with first and last name only. "
+                + guard.DATA_RULE,
             },
-            {"role": "user", "content": f"Create a name for {_BRAZILIAN_GIRL}."},
+            {"role": "user", "content": _name_request("a thoughtful Brazilian girl", "a female Brazilian")},
             {"role": "assistant", "content": "Larissa Moura"},
-            {"role": "user", "content": f"Create a name for {_TURKISH_BOY}."},
+            {"role": "user", "content": _name_request("an inquisitive Turkish boy", "a male Turkish")},
             {"role": "assistant", "content": "Kerem Aydemir"},
-            {"role": "user", "content": f"Create a name for {description} ({wanted} name)."},
+            {"role": "user", "content": _name_request(user.text or "a person", wanted)},
         ]
         must_fit = self.settings.text_names_must_fit
 
         async def accept(answer: str) -> tuple[str, str]:
+            guard.check_answer(answer, user.removed)
             first, last = parse_name(answer)
             if exclude is not None and name_key(first, last) in exclude:
                 raise Refused(f"duplicate: {first} {last} is taken in this collection")
@@ -797,18 +822,27 @@ class TextCore:
         min_words = max(5, min(20, max_words // 4))
         person = find_person(description)
         if self.llm is not None:
+            user = self._user_text(description, outcome)
+            # The name is the job's: generated and checked, or typed by a user (reserved, edited).
+            shown_name = guard.clean_user_text(name).text or name.split()[0]
             messages: list[Message] = [
                 {
                     "role": "system",
-                    "content": f"You write brief backstories of fictional people, at most {max_words} words.",
+                    "content": f"You write brief backstories of fictional people, at most {max_words} words. "
+                    + guard.DATA_RULE,
                 },
-                {"role": "user", "content": f"Create a brief backstory for {name}, {description}."},
+                {
+                    "role": "user",
+                    "content": f"Create a brief backstory for {shown_name}, the person described here: "
+                    f"{guard.delimit(user.text or 'a person')}",
+                },
             ]
             # About 1.4 tokens a word, and room to finish the sentence that crosses the limit.
             max_tokens = int(max_words * 1.4) + 16
 
             async def accept(answer: str) -> str:
                 text = clean_backstory(answer, max_words)
+                guard.check_answer(text, user.removed)
                 return validate_backstory(text, name, max_words, min_words, person)
 
             text = await self._ask_until_valid(
@@ -858,7 +892,7 @@ def load_core(settings: TextSettings) -> TextCore:
             retries=settings.text_llm_retries,
             retry_wait=settings.text_llm_retry_wait_seconds,
         )
-        log.info("text LLM", extra={"base_url": settings.text_llm_base_url, "model": settings.text_llm_model})
+        log.info("text LLM", extra={"base_url": llm.base_url, "model": settings.text_llm_model})
     else:
         log.warning("GANFOLK_TEXT_LLM_BASE_URL is unset: the template writer answers every request")
     return TextCore(settings, llm, notability)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import openai
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ganfolk.runtime import redact
 from ganfolk.runtime.errors import FailedPrecondition, Transient
+from ganfolk.runtime.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,11 @@ class LLMClient:
         retries: int = 2,
         retry_wait: float = 0.5,
     ) -> None:
-        self.base_url = base_url
+        # The base URL may carry a key (user:key@, ?api_key=): only its redacted form is kept
+        # for errors, logs and provenance; the SDK gets the real one.
+        self.base_url = redact_url(base_url)
+        redact.register_url(base_url)
+        redact.register(api_key)
         self.model = model
         self.timeout = timeout
         self.retries = retries
@@ -100,13 +106,15 @@ class LLMClient:
                     f"LLM endpoint {self.base_url} answered HTTP {exc.status_code} after "
                     f"{self.retries + 1} attempts"
                 ) from exc
+            # The server's message may echo what it was sent (a wrong key): masked.
             raise FailedPrecondition(
                 f"LLM endpoint {self.base_url} refused the request (HTTP {exc.status_code}): "
-                f"{exc.message}; check GANFOLK_TEXT_LLM_MODEL and GANFOLK_TEXT_LLM_API_KEY"
+                f"{redact.redact(exc.message)}; check GANFOLK_TEXT_LLM_MODEL and GANFOLK_TEXT_LLM_API_KEY"
             ) from exc
         except openai.APIConnectionError as exc:
             raise LLMUnavailable(
-                f"LLM endpoint {self.base_url} unreachable after {self.retries + 1} attempts: {exc}"
+                f"LLM endpoint {self.base_url} unreachable after {self.retries + 1} attempts: "
+                f"{redact.redact(str(exc))}"
             ) from exc
         if not reply.choices:
             return Completion("", "empty", time.perf_counter() - started)

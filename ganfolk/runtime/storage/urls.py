@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ganfolk.runtime import redact
 from ganfolk.runtime.settings import ConfigError
 from ganfolk.runtime.storage.interface import ObjectStore
 from ganfolk.runtime.storage.local import LocalStore
@@ -58,8 +59,9 @@ def _parse_bool(value: str, name: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced, safe for logs and error messages."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
+    """``url`` with any ``user:password@`` and credential parameters replaced, safe for logs
+    and error messages (see :mod:`ganfolk.runtime.redact`)."""
+    return redact.redact_url(url)
 
 
 def _from_env(environ: Mapping[str, str], variable: str) -> str | None:
@@ -102,10 +104,10 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> ObjectStore:
     if scheme == "file":
         parts = urllib.parse.urlsplit(url)
         if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-            raise ValueError(f"file store URL must be file:///absolute/path: {url!r}")
+            raise ValueError(f"file store URL must be file:///absolute/path: {redact_url(url)!r}")
         path = urllib.parse.unquote(parts.path)
         if not path.startswith("/"):
-            raise ValueError(f"file store URL must be file:///absolute/path: {url!r}")
+            raise ValueError(f"file store URL must be file:///absolute/path: {redact_url(url)!r}")
         return LocalStore(Path(path), **local_opts)
     if "fsync" in options:
         raise TypeError("fsync= only applies to file stores")
@@ -161,6 +163,8 @@ def _open_s3(url: str, scheme: str, options: Mapping[str, Any]) -> S3Store:
 
     access_key = credential("access_key", url_access, ACCESS_KEY_VAR)
     secret_key = credential("secret_key", url_secret, SECRET_KEY_VAR)
+    # Whichever source it came from, the key is masked in this process's logs from now on.
+    redact.register(secret_key)
     if "region" in options:
         opts["region"] = options["region"] or None
     elif url_region is not None:
