@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.service import CoreHolder
 from ganfolk.v1 import jobs_pb2, jobs_pb2_grpc
@@ -15,6 +17,10 @@ from services.coordinator.config import CoordinatorSettings
 from services.coordinator.core import Coordinator
 
 MAX_PAGE = 200
+# List's page token: the offset of the page's first job, as the previous page returned it.
+PAGE_TOKEN = re.compile(r"[0-9]{1,9}")
+# A cancel's reason goes into the job's error and events.
+MAX_REASON_CHARS = 500
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -32,27 +38,36 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return self.holder.get().engine
 
     async def Submit(self, request: jobs_pb2.SubmitRequest, context: Any) -> jobs_pb2.SubmitResponse:
-        """Start a portrait job; the same idempotency key returns the first job."""
+        """Start a portrait job; the same idempotency key returns the first job.
+
+        The spec is checked in full first (:func:`services.coordinator.pipeline.validate_spec`):
+        a request that could not succeed creates no job and publishes no task.
+        """
         engine = await self._engine(context)
+        limits.check_line(request.idempotency_key, "idempotency_key", limits.MAX_IDEMPOTENCY_KEY_CHARS)
         job, existing = await engine.submit(request.spec, request.idempotency_key)
         return jobs_pb2.SubmitResponse(job=job, existing=existing)
 
     async def Get(self, request: jobs_pb2.GetRequest, context: Any) -> jobs_pb2.GetResponse:
         """The job's current state."""
-        if not request.job_id:
-            raise InvalidArgument("job_id is required")
-        return jobs_pb2.GetResponse(job=await (await self._engine(context)).get(request.job_id))
+        engine = await self._engine(context)
+        return jobs_pb2.GetResponse(job=await engine.get(limits.check_job_id(request.job_id)))
 
     async def List(self, request: jobs_pb2.ListRequest, context: Any) -> jobs_pb2.ListResponse:
         """Jobs, newest first; page_token is the offset returned by the previous page."""
+        engine = await self._engine(context)
         size = request.page_size or 50
         if size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be at most {MAX_PAGE}")
-        try:
-            offset = int(request.page_token or 0)
-        except ValueError:
-            raise InvalidArgument("page_token is not one returned by List") from None
-        jobs = await (await self._engine(context)).list(request.state)
+        if request.page_token and not PAGE_TOKEN.fullmatch(request.page_token):
+            raise InvalidArgument(
+                f"page_token {request.page_token[:20]!r} is not one returned by List: "
+                "send the previous page's next_page_token, or none for the first page"
+            )
+        offset = int(request.page_token or 0)
+        if request.state not in jobs_pb2.JobState.values():
+            raise InvalidArgument(f"state {request.state} is not a JobState; leave it unset for every job")
+        jobs = await engine.list(request.state)
         page = jobs[offset : offset + size]
         token = str(offset + size) if offset + size < len(jobs) else ""
         return jobs_pb2.ListResponse(jobs=page, next_page_token=token)
@@ -61,32 +76,28 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.WatchRequest, context: Any
     ) -> AsyncIterator[jobs_pb2.WatchResponse]:
         """Stream the job's updates from its start (late joiners catch up) until it ends."""
-        if not request.job_id:
-            raise InvalidArgument("job_id is required")
         engine = await self._engine(context)
-        async for update in engine.watch(request.job_id):
+        async for update in engine.watch(limits.check_job_id(request.job_id)):
             yield update
 
     async def Cancel(self, request: jobs_pb2.CancelRequest, context: Any) -> jobs_pb2.CancelResponse:
         """Cancel a job; its queued tasks are skipped and a running refine stops."""
-        if not request.job_id:
-            raise InvalidArgument("job_id is required")
-        return jobs_pb2.CancelResponse(
-            job=await (await self._engine(context)).cancel(request.job_id, request.reason)
-        )
+        engine = await self._engine(context)
+        job_id = limits.check_job_id(request.job_id)
+        reason = limits.check_line(request.reason, "reason", MAX_REASON_CHARS)
+        return jobs_pb2.CancelResponse(job=await engine.cancel(job_id, reason))
 
     async def Review(self, request: jobs_pb2.ReviewRequest, context: Any) -> jobs_pb2.ReviewResponse:
         """Approve, edit or reject a job that waits for review."""
-        if not request.job_id:
-            raise InvalidArgument("job_id is required")
-        return jobs_pb2.ReviewResponse(job=await (await self._engine(context)).review(request))
+        engine = await self._engine(context)
+        limits.check_job_id(request.job_id)
+        return jobs_pb2.ReviewResponse(job=await engine.review(request))
 
     async def GetOutputs(
         self, request: jobs_pb2.GetOutputsRequest, context: Any
     ) -> AsyncIterator[jobs_pb2.GetOutputsResponse]:
         """The job's images and manifest: presigned URLs from an S3 store, else streamed bytes."""
-        if not request.job_id:
-            raise InvalidArgument("job_id is required")
         engine = await self._engine(context)
-        async for part in engine.outputs(request.job_id, request.stream, list(request.names)):
+        job_id = limits.check_job_id(request.job_id)
+        async for part in engine.outputs(job_id, request.stream, list(request.names)):
             yield part

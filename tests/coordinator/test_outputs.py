@@ -137,7 +137,7 @@ async def check_outputs(
             pass
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        async for _ in stub.GetOutputs(jobs_pb2.GetOutputsRequest(job_id="job-nope"), metadata=AUTH):
+        async for _ in stub.GetOutputs(jobs_pb2.GetOutputsRequest(job_id="job-" + "0" * 24), metadata=AUTH):
             pass
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     kinds = {

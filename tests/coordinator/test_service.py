@@ -119,7 +119,7 @@ async def test_bad_requests(monkeypatch: pytest.MonkeyPatch, nats_server: Any, t
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert message in (err.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Get(jobs_pb2.GetRequest(job_id="job-nope"))
+            await stub.Get(jobs_pb2.GetRequest(job_id="job-" + "0" * 24))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         job_id = (await stub.Submit(jobs_pb2.SubmitRequest(spec=spec(num_samples=1)))).job.job_id
         with pytest.raises(grpc.aio.AioRpcError) as err:
