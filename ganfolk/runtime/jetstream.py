@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import nats
+import tenacity
 from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -30,6 +33,8 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from ganfolk.runtime.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +75,41 @@ def max_deliveries_advisory(stream: str, consumer: str) -> str:
     return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect with unbounded reconnects: a broker restart must not kill a worker."""
+def inbox_prefix(user: str) -> str:
+    """Reply subjects of a NATS user: its own, so no other user may read its replies.
+
+    The generated server authorization (:mod:`ganfolk.runtime.nats_auth`) lets each user
+    subscribe only under this prefix, so one service cannot read the tasks that JetStream
+    delivers to another's fetch inbox.
+    """
+    return f"_INBOX.{user}"
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """Credentials and inbox for ``nats.connect`` from the ``GANFOLK_NATS_*`` settings."""
+    options: dict[str, Any] = {}
+    if settings.nats_creds_file is not None:
+        if not settings.nats_creds_file.is_file():
+            raise ConfigError(f"GANFOLK_NATS_CREDS_FILE: no file at {settings.nats_creds_file}")
+        options["user_credentials"] = str(settings.nats_creds_file)
+    if settings.nats_password is not None and not settings.nats_user:
+        raise ConfigError("GANFOLK_NATS_PASSWORD is set without GANFOLK_NATS_USER: set both")
+    if settings.nats_user:
+        if not settings.nats_password:
+            raise ConfigError(f"GANFOLK_NATS_USER={settings.nats_user} needs GANFOLK_NATS_PASSWORD")
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password.get_secret_value()
+        options["inbox_prefix"] = inbox_prefix(settings.nats_user)
+    return options
+
+
+async def connect(url: str, name: str, settings: Settings | None = None) -> NATS:
+    """Connect with unbounded reconnects: a broker restart must not kill a worker.
+
+    Credentials come from ``settings`` (default: the environment): GANFOLK_NATS_USER and
+    GANFOLK_NATS_PASSWORD, or GANFOLK_NATS_CREDS_FILE (nkey/JWT); none for an open server.
+    """
+    options = connect_options(settings if settings is not None else load_settings())
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -90,6 +128,26 @@ async def connect(url: str, name: str) -> NATS:
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        **options,
+    )
+
+
+def topology_retrying() -> tenacity.AsyncRetrying:
+    """Retry policy for finding a stream or bucket that another process creates.
+
+    Under the generated NATS authorization only the coordinator may create or change
+    streams and buckets; a worker that starts first is refused (the request times out)
+    and waits here for the coordinator to create them.
+    """
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_delay(180),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        retry=tenacity.retry_if_exception_type((NatsTimeoutError, TimeoutError)),
+        before_sleep=lambda state: log.warning(
+            "JetStream topology not ready (%s); waiting for the coordinator to create it",
+            state.outcome.exception() if state.outcome else "",
+        ),
+        reraise=True,
     )
 
 
@@ -115,17 +173,43 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create the streams, or bring an existing one to this configuration. Safe to repeat."""
-    for cfg in stream_configs(replicas):
+def _same_config(live: StreamConfig, want: StreamConfig) -> bool:
+    """True when an existing stream already has every setting ``want`` manages."""
+    if sorted(live.subjects or []) != sorted(want.subjects or []):
+        return False
+    if (live.retention, live.storage, live.num_replicas) != (want.retention, want.storage, want.num_replicas):
+        return False
+    return all(
+        math.isclose(float(getattr(live, f) or 0), float(getattr(want, f) or 0), rel_tol=1e-6)
+        for f in ("duplicate_window", "max_age")
+    )
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> None:
+    """Create the streams, or bring an existing one to this configuration. Safe to repeat.
+
+    ``replicas`` None keeps an existing stream's replica count (new ones get 1). A stream
+    that already matches is left alone, so a process allowed only to read stream info (a
+    worker under the generated NATS authorization) passes once the coordinator made them.
+    """
+    for cfg in stream_configs(replicas or 1):
+        async for attempt in topology_retrying():
+            with attempt:
+                await _ensure_stream(js, cfg, keep_replicas=replicas is None)
+
+
+async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig, keep_replicas: bool) -> None:
+    try:
+        live = (await js.stream_info(cfg.name)).config  # type: ignore[arg-type]
+    except NotFoundError:
         try:
-            await js.stream_info(cfg.name)  # type: ignore[arg-type]
-        except NotFoundError:
-            try:
-                await js.add_stream(cfg)
-                continue
-            except BadRequestError:  # created concurrently by another replica
-                pass
+            await js.add_stream(cfg)
+            return
+        except BadRequestError:  # created concurrently by another replica
+            live = (await js.stream_info(cfg.name)).config  # type: ignore[arg-type]
+    if keep_replicas:
+        cfg = cfg.evolve(num_replicas=live.num_replicas)
+    if not _same_config(live, cfg):
         await js.update_stream(cfg)
 
 
@@ -233,6 +317,14 @@ class CancelledJobs(KvMirror[None]):
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str = JOBS_BUCKET, history: int = 8) -> KeyValue:
+    """The bucket, created when missing (or, where this process may not, once created)."""
+    async for attempt in topology_retrying():
+        with attempt:
+            return await _ensure_kv(js, bucket, history)
+    raise AssertionError("unreachable: tenacity reraises")
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, history: int) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except NotFoundError:  # BucketNotFoundError

@@ -1,0 +1,196 @@
+"""nats-server authorization generated from the service catalog: one user per service.
+
+Each stage service may consume only its own stages' tasks and publish only events (and its
+stages' dead letters); only the coordinator publishes tasks and owns the JetStream topology
+(streams, buckets). A compromised or misbehaving worker therefore cannot queue a ``mint``
+task and spend the minting key. The lists are the smallest that the real stack runs with:
+
+* a worker fetches from its own durable consumer (``$JS.API.CONSUMER.MSG.NEXT``), acks,
+  naks and heartbeats its own deliveries (``$JS.ACK.<stream>.<its consumer>.>``), creates
+  or reads only its own consumer, reads stream info (not create/update: a stream update
+  could republish an event subject onto ``ganfolk.tasks.mint``), moves its stage's dead
+  tasks (``$JS.API.STREAM.MSG.GET/DELETE.GANFOLK_TASKS``), watches and reads the cancel
+  bucket, and writes its own key of the services bucket;
+* every user subscribes only under its own inbox prefix (``_INBOX.<user>.>``, which
+  :func:`ganfolk.runtime.jetstream.connect` sets), so no service reads another's replies.
+
+``python -m ganfolk.runtime.nats_auth config`` prints the configuration with
+``$GANFOLK_NATS_PASSWORD_<SERVICE>`` references that nats-server resolves from its
+environment (Compose, Kubernetes); ``... env`` prints fresh random passwords for them.
+The local stack (``ganfolk up``) renders it with literal passwords generated per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ganfolk.runtime import jetstream as js
+from ganfolk.runtime.catalog import SERVICES, Stage
+
+COORDINATOR = "coordinator"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """Subjects a NATS user may publish to and subscribe to (everything else is denied)."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+def nats_users() -> list[str]:
+    """Services that connect to NATS: every stage service and the coordinator."""
+    return [e.name for e in SERVICES.values() if e.stages or e.name == COORDINATOR]
+
+
+def password_variable(user: str) -> str:
+    """Environment variable holding a user's password for nats-server and the service."""
+    return f"GANFOLK_NATS_PASSWORD_{user.upper()}"
+
+
+def _stream_info(*streams: str) -> list[str]:
+    return [f"$JS.API.STREAM.INFO.{s}" for s in streams]
+
+
+def _kv_stream(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+def _kv_reader(bucket: str) -> list[str]:
+    """Read a bucket's entries and watch it (an ordered push consumer with flow control)."""
+    stream = _kv_stream(bucket)
+    return [
+        *_stream_info(stream),
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def stage_permissions(user: str, stages: Sequence[Stage | str]) -> Permissions:
+    """A stage worker: its own consumers' tasks in, events and its dead letters out."""
+    tasks = js.TASKS_STREAM
+    publish = [
+        "ganfolk.events.>",
+        *_stream_info(js.TASKS_STREAM, js.EVENTS_STREAM, js.JOBS_STREAM, js.DLQ_STREAM),
+        # The max-deliveries path reads the dead task and removes it from the work queue.
+        f"$JS.API.STREAM.MSG.GET.{tasks}",
+        f"$JS.API.STREAM.MSG.DELETE.{tasks}",
+        *_kv_reader(js.CANCEL_BUCKET),
+        *_stream_info(_kv_stream(js.SERVICES_BUCKET)),
+        f"$KV.{js.SERVICES_BUCKET}.{user}",
+    ]
+    subscribe = [f"{js.inbox_prefix(user)}.>"]
+    for stage in stages:
+        consumer = js.consumer_name(str(stage))
+        publish += [
+            js.dlq_subject(str(stage)),
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{tasks}.{consumer}",
+            f"$JS.API.CONSUMER.CREATE.{tasks}.{consumer}.{js.task_subject(str(stage))}",
+            f"$JS.API.CONSUMER.INFO.{tasks}.{consumer}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{tasks}.{consumer}",
+            f"$JS.ACK.{tasks}.{consumer}.>",
+        ]
+        subscribe.append(js.max_deliveries_advisory(tasks, consumer))
+    return Permissions(tuple(publish), tuple(subscribe))
+
+
+def coordinator_permissions() -> Permissions:
+    """The coordinator: publishes tasks and job snapshots, owns streams, buckets, consumers."""
+    return Permissions(
+        publish=(
+            "ganfolk.tasks.>",
+            "ganfolk.jobs.>",
+            "$JS.API.>",
+            f"$KV.{js.JOBS_BUCKET}.>",
+            f"$KV.{js.CANCEL_BUCKET}.>",
+            f"$JS.ACK.{js.EVENTS_STREAM}.>",
+            "$JS.FC.>",
+        ),
+        subscribe=(f"{js.inbox_prefix(COORDINATOR)}.>",),
+    )
+
+
+def permissions(user: str) -> Permissions:
+    """The permissions of a service's NATS user."""
+    if user == COORDINATOR:
+        return coordinator_permissions()
+    entry = SERVICES[user]
+    if not entry.stages:
+        raise KeyError(f"service {user!r} does not use NATS; users are {', '.join(nats_users())}")
+    return stage_permissions(user, entry.stages)
+
+
+def _password(user: str, passwords: Mapping[str, str] | None) -> str:
+    if passwords is None:
+        # nats-server resolves an unknown $VARIABLE from its environment.
+        return f"${password_variable(user)}"
+    return json.dumps(passwords[user])
+
+
+def render_config(
+    passwords: Mapping[str, str] | None = None,
+    *,
+    listen: str | None = None,
+    store_dir: str | None = None,
+    http_port: int | None = None,
+) -> str:
+    """nats-server configuration with JetStream and one user per service.
+
+    ``passwords`` None writes ``$GANFOLK_NATS_PASSWORD_<SERVICE>`` references for the
+    server's environment; a mapping (user -> password) writes them literally.
+    """
+    lines = ["# Generated by `python -m ganfolk.runtime.nats_auth config`; do not edit by hand."]
+    if listen:
+        lines.append(f"listen: {json.dumps(listen)}")
+    if http_port:
+        lines.append(f"http_port: {http_port}")
+    lines.append("jetstream: {" + (f" store_dir: {json.dumps(store_dir)} " if store_dir else "") + "}")
+    lines.append("authorization: {")
+    lines.append("  users: [")
+    for user in nats_users():
+        perms = permissions(user)
+        lines.append(
+            f"    {{user: {json.dumps(user)}, password: {_password(user, passwords)}, permissions: {{"
+        )
+        lines.append(f"      publish: {{allow: {json.dumps(list(perms.publish))}}}")
+        lines.append(f"      subscribe: {{allow: {json.dumps(list(perms.subscribe))}}}")
+        lines.append("    }}")
+    lines.append("  ]")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def generate_passwords() -> dict[str, str]:
+    """A fresh random password for every NATS user."""
+    return {user: secrets.token_urlsafe(24) for user in nats_users()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``config``: the server configuration; ``env``: random passwords as KEY=value lines."""
+    parser = argparse.ArgumentParser(prog="python -m ganfolk.runtime.nats_auth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    config = sub.add_parser("config", help="nats-server configuration with password variables")
+    config.add_argument("--store-dir", default="/data", help="JetStream store directory")
+    config.add_argument("--http-port", type=int, default=8222, help="monitoring port (0: off)")
+    sub.add_parser("env", help="random passwords for the users, as KEY=value lines (e.g. deploy/.env)")
+    args = parser.parse_args(argv)
+    if args.command == "config":
+        sys.stdout.write(render_config(store_dir=args.store_dir, http_port=args.http_port or None))
+    else:
+        for user, password in generate_passwords().items():
+            sys.stdout.write(f"{password_variable(user)}={password}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
