@@ -8,6 +8,7 @@ from typing import Self
 
 from pydantic import SecretStr, model_validator
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.catalog import Stage
 from ganfolk.runtime.settings import ConfigError, Settings, env_name
 
@@ -36,7 +37,7 @@ class CoordinatorSettings(Settings):
     coordinator_sweep_interval_s: float = 5.0
     # A job still QUEUED this long after submission gets its first tasks re-published.
     coordinator_stall_s: float = 15.0
-    coordinator_max_samples: int = 10_000
+    coordinator_max_samples: int = limits.MAX_SAMPLES_PER_JOB
     # Events redelivered if the coordinator dies before acking them.
     coordinator_event_ack_wait_s: float = 30.0
     # Lifetime of the presigned URLs GetOutputs hands out (S3 stores).
@@ -64,6 +65,11 @@ class CoordinatorSettings(Settings):
                     f"set {prefix}<STAGE>_S for one of: {', '.join(timed)}"
                 )
         return self
+
+    def grpc_token(self) -> str:
+        """The jobs API's token: GANFOLK_COORDINATOR_AUTH_TOKEN, else GANFOLK_GRPC_AUTH_TOKEN."""
+        token = self.coordinator_auth_token or self.grpc_auth_token
+        return token.get_secret_value() if token else ""
 
     def text_target(self) -> str:
         """Where the text service answers ``Name`` for the review's name check."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.settings import Settings
 
 
@@ -23,7 +24,7 @@ class StyleGANSettings(Settings):
     # Images per forward pass when the request leaves it unset.
     stylegan_batch_size: int = 8
     # Most seeds one request may ask for (the coordinator splits 1,000 into tasks).
-    stylegan_max_seeds: int = 1000
+    stylegan_max_seeds: int = limits.MAX_SEEDS_PER_SAMPLE_TASK
     # Samples for mean_latent() when the checkpoint has no latent_avg.
     stylegan_mean_latent_samples: int = 4096
     # Architecture used with random weights (demo/test mode only).

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.settings import Settings
 
 
@@ -38,9 +39,10 @@ class TextSettings(Settings):
     text_max_prompts: int = 100
     text_backstory_max_words: int = 80
     text_backstory_words_limit: int = 300
-    # Descriptions may be whole free-form prompts (the coordinator allows 500 characters).
-    text_max_description_chars: int = 500
-    text_max_name_chars: int = 80
+    # Descriptions may be whole free-form prompts; the coordinator checks jobs against the
+    # same limits at Submit (keep these at least as large).
+    text_max_description_chars: int = limits.MAX_DESCRIPTION_CHARS
+    text_max_name_chars: int = limits.MAX_NAME_CHARS
     # WordNet (Debian wordnet-base) for the offline notability check.
     text_wordnet_dir: Path = Path("/usr/share/wordnet")
     # MediaWiki API for the online check, as the article did; empty turns it off (the tests do).
