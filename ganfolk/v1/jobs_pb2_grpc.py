@@ -77,7 +77,8 @@ class JobServiceServicer:
     """
 
     def Submit(self, request, context):
-        """Start a job (idempotent per idempotency_key).
+        """Start a job (idempotent per idempotency_key). Every spec field is checked first: a spec
+        that could not succeed is INVALID_ARGUMENT saying what to fix, and creates no job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
