@@ -1,12 +1,14 @@
 """gRPC server bootstrap on grpc.aio shared by every service.
 
 Adds the library health service (NOT_SERVING until the model is loaded), reflection,
-message-size limits, optional TLS, an interceptor for metrics and error mapping, and a
-graceful stop.
+message-size limits, optional TLS, an interceptor for metrics and error mapping, a
+bearer-token check (required before a service listens beyond loopback), and a graceful stop.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ganfolk.runtime import metrics
 from ganfolk.runtime.errors import classify, describe
-from ganfolk.runtime.settings import Settings
+from ganfolk.runtime.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 _PASSTHROUGH = ("/grpc.health.", "/grpc.reflection.")
@@ -98,6 +100,77 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metrics.RPC_LATENCY.labels(self.service, method).observe(time.perf_counter() - start)
 
 
+class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses every RPC without ``authorization: Bearer <token>`` with UNAUTHENTICATED.
+
+    Health and reflection stay open, so load balancers, Compose and Kubernetes probes
+    need no token.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_PASSTHROUGH):
+            return handler
+        sent = dict(details.invocation_metadata or ()).get("authorization", "")
+        sent = sent.encode() if isinstance(sent, str) else bytes(sent)
+        if hmac.compare_digest(sent, self._expected):
+            return handler
+        return _refusing(handler)
+
+
+_REFUSED = "send the service's token as gRPC metadata 'authorization: Bearer <token>'"
+
+
+def _refusing(handler: Any) -> Any:
+    """A handler of the same kind as ``handler`` that only answers UNAUTHENTICATED."""
+
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSED)
+
+    codecs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(refuse, **codecs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(refuse, **codecs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse, **codecs)
+    return grpc.stream_stream_rpc_method_handler(refuse, **codecs)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (``0.0.0.0`` and names are not)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def required_token(settings: Settings) -> str:
+    """The token the server checks ('' for none); refuses an open server beyond loopback.
+
+    A service bound to a network address must authenticate its callers: a bearer token,
+    or mutual TLS (client certificates); on loopback it may stay open (``ganfolk up``).
+    """
+    token = settings.grpc_token()
+    if token or settings.tls_client_ca_file or is_loopback(settings.grpc_host):
+        return token
+    raise ConfigError(
+        f"GANFOLK_GRPC_HOST={settings.grpc_host} listens beyond this machine, so callers must "
+        "authenticate: set GANFOLK_GRPC_AUTH_TOKEN (a bearer token they send), or "
+        "GANFOLK_TLS_CLIENT_CA_FILE with GANFOLK_TLS_CERT_FILE and GANFOLK_TLS_KEY_FILE (mutual "
+        "TLS); or bind GANFOLK_GRPC_HOST=127.0.0.1"
+    )
+
+
 @dataclass
 class GrpcServer:
     server: grpc.aio.Server
@@ -142,9 +215,14 @@ async def start_grpc_server(
 
     ``register`` adds the service's servicers; ``service_names`` are their full names
     (e.g. ``ganfolk.v1.UpscaleService``) for health and reflection. Port 0 picks a free port.
+    Beyond loopback it refuses to start without a token or mutual TLS (:func:`required_token`).
     """
+    token = required_token(settings)
+    interceptors: list[grpc.aio.ServerInterceptor] = [ServiceInterceptor(settings.service)]
+    if token:
+        interceptors.append(TokenInterceptor(token))
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(settings.service)],
+        interceptors=interceptors,
         options=channel_options(settings.grpc_max_message_mb),
     )
     health = health_aio.HealthServicer()

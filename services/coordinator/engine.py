@@ -71,7 +71,9 @@ class Engine:
         self._recent: OrderedDict[str, jobs_pb2.Job] = OrderedDict()
         # The entries behind ``_recent`` (bytes + revision): where the next update starts.
         self._entries: OrderedDict[str, jetstream.Versioned] = OrderedDict()
-        self.names = NameChecker(settings.text_target(), settings.coordinator_name_check_timeout_s)
+        self.names = NameChecker(
+            settings.text_target(), settings.coordinator_name_check_timeout_s, settings.grpc_auth_token
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -9,6 +9,7 @@ it passes, and replaced -- with the reason in ``rejected`` -- when it does not.
 from __future__ import annotations
 
 import grpc
+from pydantic import SecretStr
 
 from ganfolk.runtime.errors import InvalidArgument, Transient
 from ganfolk.v1 import text_pb2, text_pb2_grpc
@@ -23,9 +24,11 @@ def _key(name: str) -> str:
 class NameChecker:
     """Checks names with the text service at ``target`` (one channel, opened lazily)."""
 
-    def __init__(self, target: str, timeout_s: float) -> None:
+    def __init__(self, target: str, timeout_s: float, token: SecretStr | None = None) -> None:
         self.target = target
         self.timeout_s = timeout_s
+        # The text service's GANFOLK_GRPC_AUTH_TOKEN, required where it listens beyond loopback.
+        self._metadata = (("authorization", f"Bearer {token.get_secret_value()}"),) if token else ()
         self._channel: grpc.aio.Channel | None = None
 
     async def check(self, name: str, description: str, exclude: list[str], seed: int) -> None:
@@ -37,7 +40,7 @@ class NameChecker:
             description=description, reserved_name=name, exclude_names=exclude, max_attempts=1, seed=seed
         )
         try:
-            reply = await stub.Name(request, timeout=self.timeout_s)
+            reply = await stub.Name(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidArgument(f"the name {name!r} is refused: {exc.details()}") from None

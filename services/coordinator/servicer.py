@@ -26,8 +26,8 @@ MAX_REASON_CHARS = 500
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     def __init__(self, holder: CoreHolder[Coordinator], settings: CoordinatorSettings) -> None:
         self.holder = holder
-        token = settings.coordinator_auth_token
-        self.token = token.get_secret_value() if token else ""
+        # The server's token interceptor checks it too; kept here for servicers run without it.
+        self.token = settings.grpc_token()
 
     async def _engine(self, context: Any) -> Any:
         if self.token:
