@@ -2,15 +2,18 @@
 
 ``ganfolk up`` starts them detached (state, logs and a ``stack.json`` under the state
 directory), waits until every service's gRPC health check reports SERVING, and
-``ganfolk down`` stops them with SIGTERM (services first, then the store and the broker).
+``ganfolk down`` stops them with SIGTERM (the services together, then the store and the broker
+together) and SIGKILLs only those that outlive the wait, naming them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -32,6 +35,8 @@ NATS_PORT = 4222
 GALLERY_TOKEN = "gallery-token"
 S3_ACCESS_KEY = "ganfolk-local"
 S3_SECRET_KEY = "ganfolk-local-secret"
+# How long a SIGKILLed process may take to disappear.
+KILL_WAIT_S = 5.0
 
 
 @dataclass
@@ -273,25 +278,72 @@ def _load(path: Path) -> Stack:
 
 
 def _stop(stack: Stack, timeout: float = 30.0) -> list[str]:
-    report = []
-    # Services first (they drain NATS and finish in-flight work), then the store and broker.
-    for proc in reversed(stack.processes):
-        if not _alive(proc.pid):
-            continue
-        os.kill(proc.pid, signal.SIGTERM)
+    """Stop the stack's processes with SIGTERM; SIGKILL those still running after ``timeout``.
+
+    Services first, all at once (each drains NATS and finishes or hands back its in-flight
+    work), then the store, side processes and the broker, all at once: one after another,
+    the waits would add up. Returns a line per process, in the manifest's reverse order.
+    """
+    services = [p for p in stack.processes if p.name in catalog.SERVICES]
+    infrastructure = [p for p in stack.processes if p.name not in catalog.SERVICES]
+    outcome: dict[int, str] = {}
+    for group in (services, infrastructure):
+        outcome.update(_terminate_all(group, timeout))
+    return [f"{p.name}: {outcome[p.pid]}" for p in reversed(stack.processes) if p.pid in outcome]
+
+
+def _terminate_all(procs: list[Proc], timeout: float) -> dict[int, str]:
+    """SIGTERM every live process of ``procs``, wait for them together, SIGKILL stragglers."""
+    started = time.monotonic()
+    waiting: dict[int, Proc] = {}
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+            waiting[proc.pid] = proc
+    exited = _wait_exit(list(waiting), timeout)
+    outcome = {pid: f"stopped in {at - started:.1f}s" for pid, at in exited.items()}
+    stragglers = [pid for pid in waiting if pid not in outcome]
+    for pid in stragglers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        outcome[pid] = f"killed after {timeout:.0f}s (still running after SIGTERM)"
+    _wait_exit(stragglers, KILL_WAIT_S)  # gone (and reaped, if ours) before the report says so
+    return outcome
+
+
+def _wait_exit(pids: list[int], timeout: float) -> dict[int, float]:
+    """Wait until the processes exit or ``timeout`` passes; pid -> when (monotonic) it exited.
+
+    A pidfd turns readable when its process exits, whoever its parent is (``ganfolk down``
+    is not the stack's parent), so the wait needs no polling.
+    """
+    exited: dict[int, float] = {}
+    fds: dict[int, int] = {}
+    try:
+        for pid in pids:
+            try:
+                fds[os.pidfd_open(pid)] = pid
+            except ProcessLookupError:
+                exited[pid] = time.monotonic()
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
         deadline = time.monotonic() + timeout
-        while _alive(proc.pid) and time.monotonic() < deadline:
-            _reap(proc.pid)
-            time.sleep(0.05)
-        if _alive(proc.pid):
-            os.kill(proc.pid, signal.SIGKILL)
-            report.append(f"{proc.name}: killed after {timeout}s")
-        else:
-            report.append(f"{proc.name}: stopped")
-    return report
+        pending = set(fds)
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
+                pending.discard(fd)
+                _reap(fds[fd])
+                exited[fds[fd]] = time.monotonic()
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return exited
 
 
 def _reap(pid: int) -> None:
+    """Collect the exit status when the process is our child (``up`` failing), else nothing."""
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

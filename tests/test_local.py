@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,55 @@ def test_up_starts_the_side_processes_a_service_declares(
 def test_up_refuses_a_service_that_is_not_in_the_catalog(tmp_path: Path) -> None:
     with pytest.raises(local.ConfigError, match="not part of this build: nope"):
         local.up(["nope"], state_dir=str(tmp_path))
+
+
+def test_down_stops_the_coordinator_quickly_and_kills_nothing(tmp_path: Path) -> None:
+    # The coordinator used to hold its events pull subscription open, so its NATS drain
+    # waited out the client's 30 s default and the launcher SIGKILLed it.
+    state = tmp_path / "stack"
+    stack = local.up(["coordinator"], state_dir=str(state), timeout=120)
+    started = time.monotonic()
+    report = local.down(state_dir=str(state))
+    took = time.monotonic() - started
+    print(f"down took {took:.1f}s:\n{report}")
+    assert "killed" not in report
+    assert report.splitlines()[0].startswith("coordinator: stopped in ")
+    assert took < 10, report
+    assert not any(local._alive(p.pid) for p in stack.processes)
+
+
+def _process(tmp_path: Path, name: str, on_term: str) -> local.Proc:
+    """A process that reacts to SIGTERM as ``on_term`` says once it is ready for it."""
+    ready = tmp_path / f"{name}.ready"
+    code = (
+        "import pathlib, signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, {on_term})\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "while True: time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, f"{name} never got ready"
+        time.sleep(0.05)
+    return local.Proc(name, proc.pid, "")
+
+
+def test_stop_waits_for_services_together_and_kills_only_stragglers(tmp_path: Path) -> None:
+    slow = "lambda *_: (time.sleep(2), sys.exit(0))"
+    procs = [
+        _process(tmp_path, "nats-server", "lambda *_: sys.exit(0)"),
+        _process(tmp_path, "stylegan", slow),
+        _process(tmp_path, "clip", slow),
+        _process(tmp_path, "text", "signal.SIG_IGN"),
+    ]
+    started = time.monotonic()
+    report = local._stop(local.Stack(str(tmp_path), "", "", procs), timeout=4)
+    took = time.monotonic() - started
+    lines = dict(line.split(": ", 1) for line in report)
+    assert list(lines) == ["text", "clip", "stylegan", "nats-server"]
+    assert lines["text"].startswith("killed after 4s")
+    assert all(lines[name].startswith("stopped in ") for name in ("clip", "stylegan", "nats-server"))
+    # Both slow services and the straggler were waited for at once: one 4 s wait, not 2 + 2 + 4.
+    assert took < 7.5, report
+    assert not any(local._alive(p.pid) for p in procs)

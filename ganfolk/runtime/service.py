@@ -39,6 +39,8 @@ INFO_SERVICE = info_pb2.DESCRIPTOR.services_by_name["InfoService"].full_name
 
 # service name -> module exposing SERVICE, from the one service table.
 SERVICE_MODULES: dict[str, str] = {name: e.module for name, e in catalog.SERVICES.items()}
+# Longest wait for the NATS connection to drain on shutdown (in-flight work has settled by then).
+DRAIN_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,10 @@ async def run_service(
             with contextlib.suppress(Exception):
                 await nc.drain()
         await server.stop(settings.grpc_grace_seconds)
+            # nats-py waits 30 s by default for subscriptions to drain, as long as the
+            # launcher waits before SIGKILL: a subscription someone forgot to close must
+            # cost a bounded wait, not the clean exit.
+            nc.options["drain_timeout"] = DRAIN_TIMEOUT_S
         metrics.MODEL_READY.labels(settings.service).set(0)
         store.close()
         log.info("stopped")

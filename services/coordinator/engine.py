@@ -113,6 +113,10 @@ class Engine:
         self, spec: jobs_pb2.JobSpec, idempotency_key: str = "", parent_id: str = ""
     ) -> tuple[jobs_pb2.Job, bool]:
         """Create a job and publish its first tasks; the same key returns the first job."""
+        # A pull subscription left open keeps ``nc.drain()`` waiting for its whole timeout
+        # (a fetch cut short leaves its inbox with an unfinished message): close it first.
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
         pipeline.validate_spec(spec, self.settings.coordinator_max_samples)
         spec = review.with_review_default(spec, await self.services.get())
         if idempotency_key:
