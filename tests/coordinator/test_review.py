@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ganfolk.runtime.errors import Conflict, FailedPrecondition, InvalidArgument
@@ -148,3 +150,49 @@ def test_versions_states_and_bad_edits() -> None:
     assert [t.stage for t in step.new] == ["mint"] and job.state == S.JOB_STATE_RUNNING
     with pytest.raises(FailedPrecondition, match="not awaiting review"):
         review.apply_review(job, approve, {})
+
+
+def test_edited_name_of_a_notable_person_is_refused_with_the_reason() -> None:
+    job = awaiting()
+    before = job.SerializeToString()
+    for first, last, reason in (
+        ("Marilyn", "Monroe", "notable: Marilyn Monroe (WordNet: Marilyn Monroe, United States film actress"),
+        ("marilyn", "monroe", "not capitalized like a name"),
+        ("Mаrilyn", "Monroe", "mixes alphabets"),  # a Cyrillic "а" would dodge the lookup
+        ("Marilyn Monroe", "", "not a first and last name"),  # combined with the job's last name
+    ):
+        for decision in (S.REVIEW_DECISION_EDIT, S.REVIEW_DECISION_REVISE):
+            ask = jobs_pb2.ReviewRequest(job_id="job-1", decision=decision, first_name=first, last_name=last)
+            with pytest.raises(InvalidArgument, match=re.escape(reason)) as refused:
+                review.apply_review(job, review.validate_request(ask), {})
+            assert "is refused" in str(refused.value) and "choose another name" in str(refused.value)
+            assert job.SerializeToString() == before  # nothing recorded, nothing minted
+    # Only the last name edited: the check is on the name the job would carry.
+    job.first_name = "Marilyn"
+    ask = jobs_pb2.ReviewRequest(job_id="job-1", decision=S.REVIEW_DECISION_EDIT, last_name="Monroe")
+    with pytest.raises(InvalidArgument, match="notable: Marilyn Monroe"):
+        review.apply_review(job, review.validate_request(ask), {})
+
+
+def test_edited_name_that_passes_is_applied_and_minted() -> None:
+    job = awaiting()
+    checked: list[str] = []
+
+    def notability(name: str) -> str | None:
+        checked.append(name)
+        return None
+
+    ask = jobs_pb2.ReviewRequest(
+        job_id="job-1", decision=S.REVIEW_DECISION_EDIT, first_name="Maren", last_name="Quillfeather"
+    )
+    step = review.apply_review(job, review.validate_request(ask), {}, notability=notability)
+    assert checked == ["Maren Quillfeather"] and (job.first_name, job.last_name) == ("Maren", "Quillfeather")
+    assert [t.stage for t in step.new] == ["mint"]
+    # A backstory-only edit leaves the name alone and is not checked.
+    job = awaiting()
+    ask = jobs_pb2.ReviewRequest(job_id="job-1", decision=S.REVIEW_DECISION_REVISE, backstory="New.")
+    review.apply_review(job, review.validate_request(ask), {}, notability=notability)
+    assert checked == ["Maren Quillfeather"]
+    # The default check is the text service's offline one, loaded in this process.
+    assert review.offline_notability("Maren Quillfeather") is None
+    assert "WordNet" in (review.offline_notability("Claude Monet") or "")

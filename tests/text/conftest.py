@@ -69,7 +69,8 @@ class Scripted:
     """An OpenAI-compatible /v1/chat/completions on loopback that plays a script.
 
     Each step is a string (the answer), an int (an HTTP error status), ``("sleep", s)`` (answer
-    late) or ``("raw", body)``; the last step repeats. ``requests`` records the JSON bodies.
+    late), ``("raw", body)`` or a function of the request body that returns the answer (a model
+    that reacts to what it is sent); the last step repeats. ``requests`` records the JSON bodies.
     """
 
     def __init__(self) -> None:
@@ -87,6 +88,8 @@ class Scripted:
                 with scripted.lock:
                     scripted.requests.append(body)
                     step = scripted.script.pop(0) if len(scripted.script) > 1 else scripted.script[0]
+                if callable(step):
+                    step = step(body)
                 if isinstance(step, tuple) and step[0] == "sleep":
                     time.sleep(step[1])
                     step = "Larissa Moura"
