@@ -14,7 +14,7 @@ from ganfolk.runtime.models import provenance
 from ganfolk.runtime.outputs import output_prefix
 from ganfolk.runtime.protos import with_optionals
 from ganfolk.runtime.storage import ObjectStore
-from ganfolk.v1 import upscale_pb2
+from ganfolk.v1 import common_pb2, upscale_pb2
 from services.upscale.config import UpscaleSettings
 from services.upscale.core import Finisher, backend_model
 from services.upscale.finish import FinishParams
@@ -34,9 +34,17 @@ def finish_params(p: upscale_pb2.FinishParams) -> FinishParams:
 
 
 async def finish(
-    finisher: Finisher, store: ObjectStore, request: upscale_pb2.FinishRequest, settings: UpscaleSettings
+    finisher: Finisher,
+    store: ObjectStore,
+    request: upscale_pb2.FinishRequest,
+    settings: UpscaleSettings,
+    task: common_pb2.TaskMeta | None = None,
 ) -> upscale_pb2.FinishResponse:
-    """Vignette → optional unsharp → noise → super-resolution; stored as ``<prefix>/final.png``."""
+    """Vignette → optional unsharp → noise → super-resolution; stored as ``<prefix>/final.png``.
+
+    ``task``: the NATS task this runs for; None for a direct gRPC call, whose outputs go under
+    ``direct/`` and never into a job's folder (see :mod:`ganfolk.runtime.outputs`).
+    """
     if request.params.backend not in _BACKENDS:
         raise InvalidArgument(f"unknown backend {request.params.backend}")
     try:
@@ -44,7 +52,7 @@ async def finish(
     except ValueError as exc:  # FinishParams checks the values the request sent
         raise InvalidArgument(str(exc)) from None
     backend = _BACKENDS[request.params.backend]
-    prefix = output_prefix(request, settings.upscale_output_prefix)
+    prefix = output_prefix(request, settings.upscale_output_prefix, task)
     img = await read_image(
         store,
         request.image,

@@ -16,7 +16,7 @@ from services.upscale.core import Finisher
 
 def stages(finisher: Finisher, store: ObjectStore, settings: UpscaleSettings) -> list[StageHandler[Any]]:
     async def handle(request: upscale_pb2.FinishRequest, ctx: TaskContext) -> upscale_pb2.FinishResponse:
-        return await ops.finish(finisher, store, request, settings)
+        return await ops.finish(finisher, store, request, settings, task=ctx.meta)
 
     # ncnn on CPU needs minutes for 512 -> 2048; heartbeats keep the task while it runs.
     policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=1, max_ack_pending=32)

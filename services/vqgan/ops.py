@@ -125,9 +125,13 @@ async def refine_stream(
     request: vqgan_pb2.RefineRequest,
     settings: VQGANSettings,
     should_stop: Callable[[], bool] | None = None,
+    task: common_pb2.TaskMeta | None = None,
 ) -> AsyncGenerator[vqgan_pb2.RefineResponse, None]:
     """Validate, refine in a worker thread, and yield one RefineResponse per iteration (snapshots are
     stored as ``<prefix>/iter-NNNN.png``), then the final one (``<prefix>/final.png``, done=true).
+
+    ``task``: the NATS task this runs for; None for a direct gRPC call, whose outputs go under
+    ``direct/`` and never into a job's folder (see :mod:`ganfolk.runtime.outputs`).
 
     Closing the iterator (a cancelled RPC) or ``should_stop()`` returning True stops the loop before
     its next iteration; the loop then raises :class:`~services.vqgan.refine.RefineStopped`.
@@ -135,7 +139,7 @@ async def refine_stream(
     prompts = prompts_of(request, settings)
     params = refine_params(request, settings, core.factor)
     core.check_memory(params.size, params.cutn)  # fail before reading anything
-    prefix = output_prefix(request, settings.vqgan_output_prefix)
+    prefix = output_prefix(request, settings.vqgan_output_prefix, task)
     init = None
     if request.HasField("init_image"):
         init = await read_image(

@@ -38,7 +38,7 @@ def stages(core: VQGANCore, store: ObjectStore, settings: VQGANSettings) -> list
         final: vqgan_pb2.RefineResponse | None = None
         try:
             async with contextlib.aclosing(
-                ops.refine_stream(core, store, request, settings, should_stop)
+                ops.refine_stream(core, store, request, settings, should_stop, task=ctx.meta)
             ) as stream:
                 async for reply in stream:
                     if reply.done:

@@ -1,4 +1,4 @@
-"""Request defaults and output folders: the rules every service's ops share."""
+"""Request defaults: the rules every service's ops share (output folders: test_outputs.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import dataclasses
 
 import pytest
 
-from ganfolk.runtime.errors import InvalidArgument
-from ganfolk.runtime.outputs import output_prefix
 from ganfolk.runtime.protos import optional, set_optionals, with_optionals
-from ganfolk.v1 import common_pb2, upscale_pb2, vqgan_pb2
+from ganfolk.v1 import upscale_pb2, vqgan_pb2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,25 +48,3 @@ def test_dataclass_checks_run_on_the_result() -> None:
 
     with pytest.raises(ValueError, match="vignette_strength"):
         with_optionals(FinishParams(), upscale_pb2.FinishParams(vignette_strength=2.0))
-
-
-def request(prefix: str = "", meta_prefix: str = "") -> upscale_pb2.FinishRequest:
-    return upscale_pb2.FinishRequest(
-        output_prefix=prefix, meta=common_pb2.TaskMeta(output_prefix=meta_prefix)
-    )
-
-
-def test_output_prefix_prefers_the_request_then_the_task() -> None:
-    assert output_prefix(request("out/a/", "jobs/j/finish"), "finished") == "out/a"
-    assert output_prefix(request("", "/jobs/j/finish"), "finished") == "jobs/j/finish"
-
-
-def test_output_prefix_of_a_direct_call_is_a_fresh_folder() -> None:
-    first, second = (output_prefix(request(), "/finished/") for _ in range(2))
-    assert first.startswith("finished/") and second.startswith("finished/") and first != second
-
-
-@pytest.mark.parametrize("bad", ["../up", "a//b", "a/./b"])
-def test_output_prefix_rejects_bad_keys(bad: str) -> None:
-    with pytest.raises(InvalidArgument, match="output_prefix is not a valid object key"):
-        output_prefix(request(bad), "finished")

@@ -141,9 +141,52 @@ async def test_finish_stage_over_nats(
         )
         await jetstream.publish_task(nc.jetstream(), "finish", task.SerializeToString(), meta.task_id)
         event = events_pb2.StageEvent.FromString((await events.next_msg(timeout=60)).data)
-    assert event.WhichOneof("outcome") == "result"
-    out = event.result.finish.image
-    assert out.uri.endswith(f"jobs/{job}/final/final.png") and (out.width, out.height) == (128, 128)
+        assert event.WhichOneof("outcome") == "result"
+        out = event.result.finish.image
+        assert out.uri.endswith(f"jobs/{job}/final/final.png") and (out.width, out.height) == (128, 128)
+
+        # Even a task may not write into another job's folder: refused, not retried.
+        meta = common_pb2.TaskMeta(
+            job_id=job, task_id=f"{job}.finish.1", stage="finish", output_prefix="jobs/x/final"
+        )
+        task.meta.CopyFrom(meta)
+        await jetstream.publish_task(nc.jetstream(), "finish", task.SerializeToString(), meta.task_id)
+        event = events_pb2.StageEvent.FromString((await events.next_msg(timeout=60)).data)
+    assert event.WhichOneof("outcome") == "failure"
+    assert event.failure.code == "INVALID_ARGUMENT" and not event.failure.retryable
+    assert "another job's folder" in event.failure.message
+    assert [i.key for i in open_store(store_url).list("jobs/x/")] == ["jobs/x/best.png"]
+
+
+async def test_direct_calls_never_replace_a_jobs_outputs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A direct Finish naming a job's folder (or claiming its TaskMeta) is refused; the job's
+    final image, perhaps minted already, keeps its bytes and hash. Other prefixes land under direct/."""
+    monkeypatch.setenv("GANFOLK_UPSCALE_BACKEND", "lanczos")
+    store_url = str(tmp_path / "objects")
+    store = open_store(store_url)
+    final = store.put("jobs/x/final/final.png", portrait(32), content_type="image/png")
+    image = common_pb2.ImageRef(inline_data=portrait(32))
+    claims = [
+        upscale_pb2.FinishRequest(image=image, output_prefix="jobs/x/final"),
+        upscale_pb2.FinishRequest(image=image, output_prefix="/jobs/x/final/"),
+        upscale_pb2.FinishRequest(
+            image=image,
+            meta=common_pb2.TaskMeta(job_id="x", task_id="x.finish.0", output_prefix="jobs/x/final"),
+        ),
+    ]
+    async with serving(SERVICE, store_url=store_url, worker_enabled=False) as (_, channel):
+        stub = upscale_pb2_grpc.UpscaleServiceStub(channel)
+        for request in claims:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Finish(request)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "only the tasks of that job write" in (err.value.details() or "")
+        mine = await stub.Finish(upscale_pb2.FinishRequest(image=image, output_prefix="x/final"))
+    assert mine.image.uri == store.uri("direct/x/final/final.png")
+    assert store.get("jobs/x/final/final.png", final.sha256) == portrait(32)
+    assert [i.key for i in store.list()] == ["direct/x/final/final.png", "jobs/x/final/final.png"]
 
 
 async def test_inline_result_is_encoded_once_and_stored(
@@ -170,5 +213,5 @@ async def test_inline_result_is_encoded_once_and_stored(
             )
         )
     assert len(encodes) == 1
-    stored = open_store(str(tmp_path / "objects")).get("one/final.png", reply.image.sha256)
+    stored = open_store(str(tmp_path / "objects")).get("direct/one/final.png", reply.image.sha256)
     assert reply.image.WhichOneof("source") == "inline_data" and stored == reply.image.inline_data

@@ -47,16 +47,16 @@ def env(models: Models, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict
 async def test_refine_stream_end_to_end(env: dict[str, Any]) -> None:
     async with serving(SERVICE, **env) as (_, channel):
         stub = vqgan_pb2_grpc.VQGANServiceStub(channel)
-        replies = [r async for r in stub.Refine(request(snapshot_every=3, output_prefix="jobs/a/refine"))]
-        again = [r async for r in stub.Refine(request(snapshot_every=3, output_prefix="jobs/b/refine"))]
+        replies = [r async for r in stub.Refine(request(snapshot_every=3, output_prefix="direct/a/refine"))]
+        again = [r async for r in stub.Refine(request(snapshot_every=3, output_prefix="direct/b/refine"))]
     assert [r.iteration for r in replies] == [0, 1, 2, 3, 4, 5, 6]
     assert all(r.total_iterations == 6 for r in replies)
     assert [r.iteration for r in replies if r.HasField("snapshot")] == [0, 3, 6]
     assert [r.done for r in replies] == [False] * 6 + [True]
     final = replies[-1]
     store = open_store(env["store_url"])
-    assert final.final_image.uri == store.uri("jobs/a/refine/final.png")
-    assert replies[3].snapshot.uri == store.uri("jobs/a/refine/iter-0003.png")
+    assert final.final_image.uri == store.uri("direct/a/refine/final.png")
+    assert replies[3].snapshot.uri == store.uri("direct/a/refine/iter-0003.png")
     pixels = np.asarray(
         Image.open(io.BytesIO(store.get_uri(final.final_image.uri, final.final_image.sha256)))
     )
