@@ -15,7 +15,7 @@ from ganfolk.runtime.models import provenance
 from ganfolk.runtime.outputs import output_prefix
 from ganfolk.runtime.protos import with_optionals
 from ganfolk.runtime.storage import ObjectStore
-from ganfolk.v1 import stylegan_pb2
+from ganfolk.v1 import common_pb2, stylegan_pb2
 from services.stylegan.config import StyleGANSettings
 from services.stylegan.core import SampleParams, Sampler
 
@@ -26,28 +26,62 @@ _MODES = {
 }
 
 
-def sample_params(request: stylegan_pb2.SampleRequest, settings: StyleGANSettings) -> SampleParams:
-    """Check a SampleRequest and apply defaults; InvalidArgument says what to fix."""
-    which = request.WhichOneof("seeds")
-    if which == "seed_list":
-        seeds = tuple(request.seed_list.seeds)
-    elif which == "seed_range":
-        if request.seed_range.count == 0:
-            raise InvalidArgument("seed_range.count must be at least 1")
-        if request.seed_range.start < 0:
-            raise InvalidArgument("seed_range.start must be >= 0")
-        seeds = tuple(range(request.seed_range.start, request.seed_range.start + request.seed_range.count))
-    else:
-        raise InvalidArgument("set seed_list or seed_range")
-    if not seeds:
-        raise InvalidArgument("seed_list.seeds is empty")
-    if len(seeds) > settings.stylegan_max_seeds:
+# Seeds travel as protobuf int64 (SeedList.seeds, SeedRange.start, SampledImage.seed): a seed
+# above this cannot be returned, so it is refused before any image is drawn or stored. The
+# coordinator checks a job's seed + num_samples against the same bound.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed_range(start: int, count: int, max_seeds: int) -> None:
+    """InvalidArgument unless ``count`` seeds from ``start`` fit one request and int64.
+
+    Arithmetic only: it runs before any list of seeds is built, so a huge ``count`` costs nothing.
+    """
+    if count < 1:
+        raise InvalidArgument("seed_range.count must be at least 1")
+    if count > max_seeds:
         raise InvalidArgument(
-            f"{len(seeds)} seeds requested, at most {settings.stylegan_max_seeds} per request; "
+            f"seed_range.count {count:,} is over the limit of {max_seeds:,} seeds per request; "
             "split them into several requests"
         )
-    if any(s < 0 for s in seeds):
+    if start < 0:
+        raise InvalidArgument("seed_range.start must be >= 0")
+    if start > MAX_SEED - (count - 1):
+        raise InvalidArgument(
+            f"seed_range {start} + {count} runs past the largest seed, 2**63 - 1 = {MAX_SEED} "
+            "(seeds are int64); start lower"
+        )
+
+
+def _seeds(request: stylegan_pb2.SampleRequest, max_seeds: int) -> tuple[int, ...]:
+    which = request.WhichOneof("seeds")
+    if which == "seed_range":
+        start, count = request.seed_range.start, request.seed_range.count
+        check_seed_range(start, count, max_seeds)
+        return tuple(range(start, start + count))
+    if which != "seed_list":
+        raise InvalidArgument("set seed_list or seed_range")
+    listed = request.seed_list.seeds
+    if not listed:
+        raise InvalidArgument("seed_list.seeds is empty")
+    # Counted before copied: the list is already parsed, but a copy of it need not be made.
+    if len(listed) > max_seeds:
+        raise InvalidArgument(
+            f"seed_list has {len(listed):,} seeds, over the limit of {max_seeds:,} per request; "
+            "split them into several requests"
+        )
+    seeds = tuple(listed)
+    if min(seeds) < 0:
         raise InvalidArgument("seeds must be >= 0")
+    return seeds
+
+
+def sample_params(request: stylegan_pb2.SampleRequest, settings: StyleGANSettings) -> SampleParams:
+    """Check a SampleRequest and apply defaults; InvalidArgument says what to fix.
+
+    Seed counts and bounds are checked before any seed list is built (see :func:`check_seed_range`).
+    """
+    seeds = _seeds(request, settings.stylegan_max_seeds)
     if request.latent_distribution not in _MODES:
         raise InvalidArgument(f"unknown latent_distribution {request.latent_distribution}")
     defaults = SampleParams(
@@ -67,15 +101,20 @@ def sample_params(request: stylegan_pb2.SampleRequest, settings: StyleGANSetting
 
 
 async def sample(
-    sampler: Sampler, store: ObjectStore, request: stylegan_pb2.SampleRequest, settings: StyleGANSettings
+    sampler: Sampler,
+    store: ObjectStore,
+    request: stylegan_pb2.SampleRequest,
+    settings: StyleGANSettings,
+    task: common_pb2.TaskMeta | None = None,
 ) -> stylegan_pb2.SampleResponse:
     """Sample, store each image as ``<prefix>/seed-<seed>.png`` and describe how they were made.
 
     Keys depend only on the prefix and the seed, so a retried task overwrites its own
-    outputs with identical images instead of adding new ones.
+    outputs with identical images instead of adding new ones. ``task``: the NATS task this
+    runs for; None for a direct gRPC call (outputs under ``direct/``, see :mod:`ganfolk.runtime.outputs`).
     """
     params = sample_params(request, settings)
-    prefix = output_prefix(request, settings.stylegan_output_prefix)
+    prefix = output_prefix(request, settings.stylegan_output_prefix, task)
     started = time.perf_counter()
     samples = await asyncio.to_thread(sampler.sample, params)
     response = stylegan_pb2.SampleResponse()

@@ -96,7 +96,10 @@ async def test_truncation_and_noise_modes(monkeypatch: pytest.MonkeyPatch, servi
     [
         ({}, "set seed_list or seed_range"),
         ({"seed_range": stylegan_pb2.SeedRange(start=0, count=0)}, "count must be at least 1"),
-        ({"seed_range": stylegan_pb2.SeedRange(start=0, count=5000)}, "at most 1000 per request"),
+        (
+            {"seed_range": stylegan_pb2.SeedRange(start=0, count=5000)},
+            "over the limit of 1,000 seeds per request",
+        ),
         ({"seed_list": stylegan_pb2.SeedList(seeds=[-1])}, "seeds must be >= 0"),
         (
             {"seed_list": stylegan_pb2.SeedList(seeds=[1]), "truncation_psi": 1.5},
@@ -231,4 +234,77 @@ async def test_inline_images_are_encoded_once_and_stored(
     store = open_store(service_env["store_url"])
     for s in reply.samples:
         assert s.image.WhichOneof("source") == "inline_data"
-        assert store.get(f"shard/seed-{s.seed}.png", s.image.sha256) == s.image.inline_data
+        assert store.get(f"direct/shard/seed-{s.seed}.png", s.image.sha256) == s.image.inline_data
+
+
+async def test_seed_limits_are_checked_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, service_env: dict[str, Any]
+) -> None:
+    """Counts and int64 bounds fail fast, with nothing built or stored; direct calls never write
+    into a job's folder, and land under direct/."""
+    import time
+    import tracemalloc
+
+    from services.stylegan.ops import MAX_SEED
+
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(GOLDEN))
+    store = open_store(service_env["store_url"])
+    minted = store.put("jobs/x/samples/seed-1.png", b"the job's own sample")
+    bad = [
+        # 10**9 seeds once cost a tuple of them (~36 GB) before the limit was checked.
+        (
+            stylegan_pb2.SampleRequest(seed_range=stylegan_pb2.SeedRange(start=0, count=10**9)),
+            "over the limit",
+        ),
+        (
+            stylegan_pb2.SampleRequest(seed_range=stylegan_pb2.SeedRange(start=MAX_SEED, count=2)),
+            "runs past the largest seed",
+        ),
+        (
+            stylegan_pb2.SampleRequest(seed_range=stylegan_pb2.SeedRange(start=MAX_SEED - 998, count=1000)),
+            "runs past the largest seed",
+        ),
+        (
+            stylegan_pb2.SampleRequest(seed_list=stylegan_pb2.SeedList(seeds=range(1001))),
+            "seed_list has 1,001",
+        ),
+        (
+            stylegan_pb2.SampleRequest(
+                seed_list=stylegan_pb2.SeedList(seeds=[1]), output_prefix="jobs/x/samples"
+            ),
+            "only the tasks of that job write",
+        ),
+        (
+            # A direct caller's TaskMeta is not a task: it cannot claim the job either.
+            stylegan_pb2.SampleRequest(
+                seed_list=stylegan_pb2.SeedList(seeds=[1]),
+                meta=common_pb2.TaskMeta(job_id="x", task_id="x.sample.0", output_prefix="jobs/x/samples"),
+            ),
+            "only the tasks of that job write",
+        ),
+    ]
+    async with serving(SERVICE, **service_env) as (_, channel):
+        stub = stylegan_pb2_grpc.StyleGANServiceStub(channel)
+        for request, message in bad:
+            tracemalloc.start()
+            started = time.perf_counter()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Sample(request)
+            seconds = time.perf_counter() - started
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            assert message in (err.value.details() or "")
+            assert peak < 8 << 20, f"{message}: {peak:,} bytes allocated"
+            assert seconds < 5, f"{message}: {seconds:.1f} s"
+        assert [i.key for i in store.list()] == ["jobs/x/samples/seed-1.png"]
+
+        # The largest seed itself is fine, and a direct call's prefix lands under direct/.
+        top = await stub.Sample(
+            stylegan_pb2.SampleRequest(
+                seed_range=stylegan_pb2.SeedRange(start=MAX_SEED, count=1), output_prefix="mine"
+            )
+        )
+    assert [s.seed for s in top.samples] == [MAX_SEED]
+    assert top.samples[0].image.uri == store.uri(f"direct/mine/seed-{MAX_SEED}.png")
+    assert store.get("jobs/x/samples/seed-1.png", minted.sha256) == b"the job's own sample"
