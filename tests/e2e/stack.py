@@ -85,16 +85,29 @@ async def in_process(
     rpc_url: str,
     services: tuple[str, ...] = SERVICES,
     coordinator: bool = True,
+    llm_url: str | None = None,
     **overrides: Any,
 ) -> AsyncIterator[jobs_pb2_grpc.JobServiceStub | None]:
-    """Every service (and the coordinator) in this event loop, on random loopback ports."""
+    """Every service (and the coordinator) in this event loop, on random loopback ports.
+
+    ``llm_url``: the text service asks this OpenAI-compatible endpoint (e.g. the local
+    llama.cpp server); unset, its template writer answers. ``store_url=`` in ``overrides``
+    puts the objects elsewhere than ``store`` (e.g. on an S3 API server).
+    """
     from ganfolk.runtime.service import load_definition
 
     for key, value in models.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GANFOLK_MINT_RPC_URL", rpc_url)
     monkeypatch.setenv("GANFOLK_STATE_DIR", str(store.parent / "state"))
-    monkeypatch.delenv("GANFOLK_TEXT_LLM_BASE_URL", raising=False)
+    if llm_url:
+        monkeypatch.setenv("GANFOLK_TEXT_LLM_BASE_URL", llm_url)
+        # A 135M model on a shared CPU answers slowly: one try per answer (an invalid one falls
+        # back to the template writer; tests/text cover the re-asking) bounds the time.
+        monkeypatch.setenv("GANFOLK_TEXT_LLM_TIMEOUT_SECONDS", "120")
+        monkeypatch.setenv("GANFOLK_TEXT_MAX_ATTEMPTS", "1")
+    else:
+        monkeypatch.delenv("GANFOLK_TEXT_LLM_BASE_URL", raising=False)
     common = {"nats_url": nats_url, "store_url": str(store), **overrides}
     async with contextlib.AsyncExitStack() as stack:
         for name in services:

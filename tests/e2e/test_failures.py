@@ -13,10 +13,12 @@ from typing import Any
 import grpc
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from ganfolk.runtime import jetstream
 from ganfolk.runtime.storage import open_store
-from ganfolk.v1 import jobs_pb2, jobs_pb2_grpc, vqgan_pb2
+from ganfolk.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, vqgan_pb2
 from tests.e2e.stack import Models, in_process, job_spec, processes, service_process, tiny_models
 from tests.fixtures.nats import NatsServer
 from tests.fixtures.services import wait_serving
@@ -73,10 +75,26 @@ def finished(job: jobs_pb2.Job) -> bool:
 
 
 async def ack_pending(nc: NATS, stage: str) -> int:
-    with contextlib.suppress(Exception):
-        info = await nc.jetstream().consumer_info(jetstream.TASKS_STREAM, jetstream.consumer_name(stage))
-        return int(info.num_ack_pending or 0)
-    return 0
+    """Tasks of ``stage`` delivered and not yet acked; a missing consumer or a broker error raises
+    (a 0 from a failed read would pass every check that waits for 0)."""
+    info = await nc.jetstream().consumer_info(jetstream.TASKS_STREAM, jetstream.consumer_name(stage))
+    return int(info.num_ack_pending or 0)
+
+
+async def job_events(nc: NATS, job_id: str) -> list[events_pb2.StageEvent]:
+    """Every event of ``job_id`` that GANFOLK_EVENTS kept, in order (read by an ordered consumer)."""
+    sub = await nc.jetstream().subscribe(
+        jetstream.event_subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    events = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=30)
+            events.append(events_pb2.StageEvent.FromString(msg.data))
+            if msg.metadata.num_pending == 0:
+                return events
+    finally:
+        await sub.unsubscribe()
 
 
 def sample_objects(store_dir: Path, job_id: str) -> list[str]:
@@ -100,19 +118,29 @@ async def test_kill_9_sampler_mid_task(
             assert stub is not None
             spec = job_spec(num_samples=600, sample_task_size=300, mint=False)
             job_id = (await stub.Submit(jobs_pb2.SubmitRequest(spec=spec))).job.job_id
-            for _ in range(600):
-                if await ack_pending(nc, "sample"):
-                    break
+            deadline = asyncio.get_running_loop().time() + 180
+            while True:
+                with contextlib.suppress(NotFoundError):  # the victim has not made its consumer yet
+                    if await ack_pending(nc, "sample"):
+                        break
+                assert victim.poll() is None, log.read_text()[-2000:]
+                assert asyncio.get_running_loop().time() < deadline, "no sample task was ever in flight"
                 await asyncio.sleep(0.05)
             victim.send_signal(signal.SIGKILL)  # mid-task, unacked
-            victim.wait(10)
+            assert victim.wait(10) == -signal.SIGKILL
             survivor = service_process("stylegan", models, broker.url, store_dir, anvil.url, log, **ack)
             with processes(survivor):
                 job = await wait_until(stub, job_id, finished)
+    events = await job_events(nc, job_id)
     await nc.drain()
     assert job.state == S.JOB_STATE_SUCCEEDED, job.error
     sample = next(s for s in job.stages if s.stage == S.STAGE_SAMPLE)
     assert sorted(sample.tasks_done) == [f"{job_id}.sample.0", f"{job_id}.sample.1"]
+    results = [e for e in events if e.WhichOneof("outcome") == "result" and e.meta.stage == "sample"]
+    # Only the victim served the stage before the kill, so a result of a later delivery is the
+    # survivor's redelivery of the task the victim held unacked when it died.
+    assert any(e.attempt >= 2 for e in results), [(e.meta.task_id, e.attempt) for e in results]
+    assert sorted(e.meta.task_id for e in results) == sorted(sample.tasks_done)  # one result per task
     assert sample.images_total == 600  # every sample once, though a shard ran twice
     listed = [
         i["uri"]
@@ -253,11 +281,10 @@ async def test_cancel_mid_job_runs_nothing_further(
         assert await ack_pending(nc, "refine") == 0
         await asyncio.sleep(1.0)
         job = await get(stub, job_id)
-        with contextlib.suppress(Exception):
-            finish = await nc.jetstream().consumer_info(
-                jetstream.TASKS_STREAM, jetstream.consumer_name("finish")
-            )
-            assert int(finish.delivered.stream_seq or 0) == 0  # no finish task ever went out
+        # The upscale service in this stack created the finish consumer, so it exists; it never
+        # delivered a task and none waits for it.
+        finish = await nc.jetstream().consumer_info(jetstream.TASKS_STREAM, jetstream.consumer_name("finish"))
+        assert int(finish.delivered.consumer_seq or 0) == 0 and int(finish.num_pending or 0) == 0
         await nc.drain()
     assert job.state == S.JOB_STATE_CANCELLED
     assert not any(s.stage in (S.STAGE_FINISH, S.STAGE_MINT) for s in job.stages)
