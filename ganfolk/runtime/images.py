@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import struct
 import zlib
 
@@ -52,6 +53,15 @@ def _check_size(fmt: str, width: int, height: int, max_pixels: int) -> None:
         )
 
 
+# Pillow's messages may quote the bytes they stopped at (a PNG chunk tag: b'...'); cut them, so
+# that an error never carries a byte of the file.
+_BYTES_LITERAL = re.compile(r"""\bb(['"])(?:\\.|(?!\1).)*\1""")
+
+
+def _without_bytes(exc: Exception) -> str:
+    return _BYTES_LITERAL.sub("<bytes>", str(exc)) or type(exc).__name__
+
+
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode encoded image bytes to upright RGB, refusing empty, corrupt or oversized images.
 
@@ -68,12 +78,12 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
+        # The bytes themselves are never quoted: they may be any file's content (a secret).
         raise InvalidArgument(
-            f"not an image: {len(data):,} bytes starting {data[:8].hex(' ')} are not PNG, JPEG, WebP "
-            "or another format Pillow reads"
+            f"not an image: {len(data):,} bytes that are not PNG, JPEG, WebP or another format Pillow reads"
         ) from None
     except Exception as exc:
-        raise InvalidArgument(f"corrupt image header: {exc}") from None
+        raise InvalidArgument(f"corrupt image header: {_without_bytes(exc)}") from None
     with img:
         _check_size(img.format or "image", *img.size, max_pixels)
         try:
@@ -81,7 +91,9 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             upright = ImageOps.exif_transpose(img) or img
             return upright.convert("RGB")
         except Exception as exc:
-            raise InvalidArgument(f"corrupt image: {img.format} {img.size[0]}x{img.size[1]}: {exc}") from None
+            raise InvalidArgument(
+                f"corrupt image: {img.format} {img.size[0]}x{img.size[1]}: {_without_bytes(exc)}"
+            ) from None
 
 
 def decode_array(data: bytes, max_pixels: int) -> np.ndarray:

@@ -30,9 +30,11 @@ class AlignSettings(Settings):
     align_telea_radius: int = 3
     # Most files one PrepareDataset request may list.
     align_max_dataset_files: int = 100_000
+    # Direct gRPC calls that name no output_prefix write under direct/<this>/<random hex>.
     align_output_prefix: str = "aligned"
     # Comma-separated folders that PrepareDataset may read local sources from (a folder path or
-    # file:// URI must lie under one). Empty: any folder this process can read (one-machine mode).
+    # file:// URI must lie under one, and so must the target of a linked file). Empty: no folder
+    # outside a local store's own; sources come from the object store (s3://bucket/prefix).
     align_local_source_roots: str = ""
 
     def local_source_roots(self) -> list[str]:

@@ -22,7 +22,9 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
+import stat
 import time
 import warnings
 from collections.abc import Callable
@@ -398,19 +400,108 @@ class SourceFile:
     read: Callable[[], bytes] = field(repr=False)
 
 
-def _list_folder(folder: Path, limit: int, exclude: Path | None) -> list[SourceFile]:
-    if not folder.is_dir():
-        raise NotFound(f"source folder not found: {folder}")
-    files = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if not path.is_file() or any(part.startswith(".") for part in rel.split("/")):
-            continue
-        if exclude is not None and path.is_relative_to(exclude):
-            continue
-        files.append(SourceFile(rel, path.read_bytes))
-        if len(files) > limit:
-            raise InvalidArgument(f"source holds more than {limit:,} files; split it into several requests")
+class Unreadable(Exception):
+    """A source file that cannot be read; the message (an OS reason, never a path or a byte of
+    the file) goes into its skipped record."""
+
+
+def _read_file(path: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        # O_NOFOLLOW: a file swapped for a link after listing is not followed out of the allowed
+        # folders; O_NONBLOCK: one swapped for a FIFO cannot hang the run.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise Unreadable(_os_reason(exc)) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise Unreadable("not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read()
+        except OSError as exc:
+            raise Unreadable(_os_reason(exc)) from None
+        finally:
+            os.close(fd)
+
+    return read
+
+
+def _refused(reason: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        raise Unreadable(reason)
+
+    return read
+
+
+def _os_reason(exc: OSError) -> str:
+    """What went wrong, without the path an OSError's text carries."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(r) for r in roots)
+
+
+def _list_folder(
+    folder: Path, shown: str, limit: int, exclude: Path | None, roots: list[Path]
+) -> list[SourceFile]:
+    """Regular files under ``folder`` (resolved), hidden ones excluded, sorted by path.
+
+    Linked folders are not entered; a linked file is read only when its target lies under
+    ``roots``, else it is listed as skipped. A sub-folder that cannot be listed is listed as
+    skipped too, so one unreadable folder neither fails the run nor vanishes silently.
+    """
+    try:
+        if not folder.is_dir():
+            raise NotFound(f"source folder not found: {shown}")
+        top = list(os.scandir(folder))
+    except PermissionError:
+        raise InvalidArgument(
+            f"source folder {shown} cannot be read by the align service (permission denied): "
+            "make it readable by the service's user, or upload the photos to the store"
+        ) from None
+    except OSError as exc:
+        raise InvalidArgument(f"source folder {shown} cannot be read: {_os_reason(exc)}") from None
+    files: list[SourceFile] = []
+    pending: list[tuple[str, list[os.DirEntry[str]]]] = [("", top)]
+    while pending:
+        rel_dir, entries = pending.pop()
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if exclude is not None and Path(entry.path) == exclude:
+                        continue
+                    try:
+                        with os.scandir(entry.path) as it:
+                            pending.append((rel, list(it)))
+                    except OSError as exc:
+                        files.append(SourceFile(rel + "/", _refused(f"folder: {_os_reason(exc)}")))
+                    continue
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not target.is_file():
+                        continue  # a linked folder, or a dangling link
+                    if _inside(target, roots):
+                        files.append(SourceFile(rel, _read_file(str(target))))
+                    else:
+                        files.append(
+                            SourceFile(rel, _refused("a link to a file outside the allowed folders"))
+                        )
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(SourceFile(rel, _read_file(entry.path)))
+                # FIFOs, sockets and devices are not photos: left out.
+            except OSError as exc:
+                files.append(SourceFile(rel, _refused(_os_reason(exc))))
+            if len(files) > limit:
+                raise InvalidArgument(
+                    f"source holds more than {limit:,} files; split it into several requests"
+                )
+    files.sort(key=lambda f: f.name.split("/"))
     return files
 
 
@@ -426,14 +517,21 @@ def _list_prefix(store: ObjectStore, prefix: str, exclude: str, limit: int) -> l
     return files
 
 
-def _allowed_folder(folder: Path, roots: list[str] | None) -> Path:
+def _allowed_folder(folder: Path, shown: str, roots: list[Path], configured: bool) -> Path:
     resolved = folder.resolve()
-    if roots and not any(resolved.is_relative_to(Path(r).resolve()) for r in roots):
+    if _inside(resolved, roots):
+        return resolved
+    if not configured:
         raise InvalidArgument(
-            f"source folder {folder} is outside the folders this service may read "
-            f"({', '.join(roots)}; GANFOLK_ALIGN_LOCAL_SOURCE_ROOTS): upload the photos to the store instead"
+            f"source {shown} is a folder on the align server, and this service reads no local folders "
+            "outside its store (GANFOLK_ALIGN_LOCAL_SOURCE_ROOTS is not set): upload the photos to the "
+            "object store and send the URI of their prefix (s3://bucket/prefix)"
         )
-    return resolved
+    raise InvalidArgument(
+        f"source folder {shown} is outside the folders this service may read "
+        f"({', '.join(str(r) for r in roots)}; GANFOLK_ALIGN_LOCAL_SOURCE_ROOTS): "
+        "upload the photos to the store instead"
+    )
 
 
 def list_source(
@@ -441,12 +539,19 @@ def list_source(
 ) -> list[SourceFile]:
     """Files under a folder path, a file:// folder, or an s3://bucket/prefix in the service's store.
 
-    Local folders must lie under one of ``roots`` when given. The destination's own objects are
-    never listed as inputs.
+    Local folders must lie under one of ``roots``, or inside the store's own folder when the
+    store is local; with no ``roots`` no other folder of this machine is read. The
+    destination's own objects are never listed as inputs.
     """
     if not source:
         raise InvalidArgument("source is empty: give a folder path, file:///folder or s3://bucket/prefix")
-    if source.startswith("s3://"):
+    scheme = source.partition("://")[0].lower() if "://" in source else ""
+    if scheme not in ("", "file", "s3"):
+        raise InvalidArgument(
+            f"source scheme {scheme[:20]!r} is not supported: "
+            "give s3://bucket/prefix, file:///folder or a folder path"
+        )
+    if scheme == "s3":
         bucket, _, prefix = source[5:].partition("/")
         prefix = prefix.strip("/")
         try:
@@ -462,15 +567,22 @@ def list_source(
                 raise InvalidArgument(f"source prefix {prefix!r}: {exc}") from None
         return _list_prefix(store, prefix, destination, limit)
     exclude = None
+    allowed = [Path(r).resolve() for r in roots or []]
     dest_uri = store.uri(destination)
     if dest_uri.startswith("file://"):
         exclude = Path("/" + parse_uri(dest_uri)[2])
-    if source.startswith("file://"):
+        # The store's own folder (a local store) is no more secret than what the store serves.
+        allowed.append(Path("/" + parse_uri(store.uri("probe"))[2]).parent)
+    if scheme == "file":
         trimmed = source.rstrip("/")
-        folder = Path("/" + parse_uri(trimmed)[2]) if trimmed != "file:" else Path("/")
+        try:
+            folder = Path("/" + parse_uri(trimmed)[2]) if trimmed != "file:" else Path("/")
+        except ValueError as exc:
+            raise InvalidArgument(f"source is not a usable file:// URI: {exc}") from None
     else:
         folder = Path(source)
-    return _list_folder(_allowed_folder(folder, roots), limit, exclude)
+    resolved = _allowed_folder(folder, source, allowed, bool(roots))
+    return _list_folder(resolved, source, limit, exclude, allowed)
 
 
 def _slug(rel: str) -> str:
@@ -579,8 +691,10 @@ def _prepare_one(
 
     try:
         data = f.read()
-    except (OSError, ObjectNotFound) as exc:
+    except Unreadable as exc:
         return skip(f"unreadable: {exc}")
+    except ObjectNotFound:
+        return skip("unreadable: the object is gone from the store")
     try:
         image = np.asarray(decode_image(data, max_pixels))
     except ValueError as exc:

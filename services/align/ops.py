@@ -17,10 +17,10 @@ import numpy as np
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import read_image, store_image
 from ganfolk.runtime.models import provenance
-from ganfolk.runtime.outputs import output_prefix
+from ganfolk.runtime.outputs import output_prefix, resolve_prefix
 from ganfolk.runtime.protos import optional
-from ganfolk.runtime.storage import ObjectStore, validate_key
-from ganfolk.v1 import align_pb2
+from ganfolk.runtime.storage import ObjectStore
+from ganfolk.v1 import align_pb2, common_pb2
 from services.align import core
 from services.align.config import AlignSettings
 from services.align.core import Aligner, AlignParams, InpaintName, Progress
@@ -81,13 +81,21 @@ def _max_inline(settings: AlignSettings) -> int:
 
 
 async def align_face(
-    aligner: Aligner, store: ObjectStore, request: align_pb2.AlignFaceRequest, settings: AlignSettings
+    aligner: Aligner,
+    store: ObjectStore,
+    request: align_pb2.AlignFaceRequest,
+    settings: AlignSettings,
+    task: common_pb2.TaskMeta | None = None,
 ) -> align_pb2.AlignFaceResponse:
-    """Align the face(s) of one image; stores ``<prefix>/face-<i>.png`` and ``face-<i>-mask.png``."""
+    """Align the face(s) of one image; stores ``<prefix>/face-<i>.png`` and ``face-<i>-mask.png``.
+
+    ``task``: the NATS task this runs for; None for a direct gRPC call, whose outputs go under
+    ``direct/`` and never into a job's folder (see :mod:`ganfolk.runtime.outputs`).
+    """
     params = align_params(request.params, settings)
     if not request.HasField("image"):
         raise InvalidArgument("image is required: set image.uri or image.inline_data")
-    prefix = output_prefix(request, settings.align_output_prefix)
+    prefix = output_prefix(request, settings.align_output_prefix, task)
     started = time.perf_counter()
     img = await read_image(store, request.image, settings.max_image_pixels, _max_inline(settings))
     faces = await asyncio.to_thread(aligner.align_or_raise, np.asarray(img), params)
@@ -131,9 +139,16 @@ def _mask_array(img: np.ndarray) -> np.ndarray:
 
 
 async def inpaint(
-    aligner: Aligner, store: ObjectStore, request: align_pb2.InpaintRequest, settings: AlignSettings
+    aligner: Aligner,
+    store: ObjectStore,
+    request: align_pb2.InpaintRequest,
+    settings: AlignSettings,
+    task: common_pb2.TaskMeta | None = None,
 ) -> align_pb2.InpaintResponse:
-    """Fill the white area of ``mask`` in ``image``; stores ``<prefix>/inpainted.png``."""
+    """Fill the white area of ``mask`` in ``image``; stores ``<prefix>/inpainted.png``.
+
+    ``task`` as in :func:`align_face`.
+    """
     if not request.HasField("image"):
         raise InvalidArgument("image is required: set image.uri or image.inline_data")
     if not request.HasField("mask"):
@@ -142,7 +157,7 @@ async def inpaint(
         raise InvalidArgument(f"unknown method {request.method}; use INPAINT_METHOD_AUTO, _LAMA or _TELEA")
     method: InpaintName = _INPAINT[request.method]  # type: ignore[assignment]
     aligner.resolve_inpaint(method)  # fail before reading images when LaMa is asked for but absent
-    prefix = output_prefix(request, settings.align_output_prefix)
+    prefix = output_prefix(request, settings.align_output_prefix, task)
     started = time.perf_counter()
     img = np.asarray(await read_image(store, request.image, settings.max_image_pixels, _max_inline(settings)))
     msk = np.asarray(await read_image(store, request.mask, settings.max_image_pixels, _max_inline(settings)))
@@ -176,19 +191,22 @@ async def inpaint(
     return response
 
 
-def destination_key(request: align_pb2.PrepareDatasetRequest, store: ObjectStore) -> str:
-    dest = request.destination or request.meta.output_prefix
+def destination_key(
+    request: align_pb2.PrepareDatasetRequest, store: ObjectStore, task: common_pb2.TaskMeta | None = None
+) -> str:
+    """The store prefix a dataset run writes under: the request's ``destination`` (a prefix or a
+    URI in this store), else its task's ``output_prefix``. A direct call's lands under ``direct/``
+    and never in a job's folder, as :func:`~ganfolk.runtime.outputs.output_prefix` decides.
+    """
+    dest = request.destination or (task.output_prefix if task is not None else request.meta.output_prefix)
     if not dest:
         raise InvalidArgument("destination is required: a store prefix (or s3:// URI) for the aligned set")
     if "://" in dest:
         try:
-            return store.key_from_uri(dest.rstrip("/"))
+            dest = store.key_from_uri(dest.rstrip("/"))
         except ValueError as exc:
             raise InvalidArgument(f"destination must be in this service's object store: {exc}") from None
-    try:
-        return validate_key(dest.strip("/"))
-    except ValueError as exc:
-        raise InvalidArgument(f"destination is not a valid object key prefix: {exc}") from None
+    return resolve_prefix(dest, "", task, "destination")
 
 
 def _message(p: Progress) -> align_pb2.PrepareDatasetResponse:
@@ -207,15 +225,23 @@ class Cancelled(Exception):
 
 
 async def prepare_dataset(
-    aligner: Aligner, store: ObjectStore, request: align_pb2.PrepareDatasetRequest, settings: AlignSettings
+    aligner: Aligner,
+    store: ObjectStore,
+    request: align_pb2.PrepareDatasetRequest,
+    settings: AlignSettings,
+    task: common_pb2.TaskMeta | None = None,
 ) -> AsyncIterator[align_pb2.PrepareDatasetResponse]:
-    """Progress after every file, then a last message with ``done=True`` and the manifest URI."""
+    """Progress after every file, then a last message with ``done=True`` and the manifest URI.
+
+    Local folders are read only under GANFOLK_ALIGN_LOCAL_SOURCE_ROOTS (or inside a local
+    store); ``task`` as in :func:`align_face`.
+    """
     params = align_params(request.params, settings)
     if not request.source:
         raise InvalidArgument("source is required: a folder path, file:///folder or s3://bucket/prefix")
     if params.inpaint:
         aligner.resolve_inpaint(params.inpaint_method)
-    dest = destination_key(request, store)
+    dest = destination_key(request, store, task)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Progress] = asyncio.Queue()
     stop = threading.Event()

@@ -19,16 +19,16 @@ PROGRESS_INTERVAL = 1.0
 
 def stages(aligner: Aligner, store: ObjectStore, settings: AlignSettings) -> list[StageHandler[Any]]:
     async def align(request: align_pb2.AlignFaceRequest, ctx: TaskContext) -> align_pb2.AlignFaceResponse:
-        return await ops.align_face(aligner, store, request, settings)
+        return await ops.align_face(aligner, store, request, settings, task=ctx.meta)
 
     async def inpaint(request: align_pb2.InpaintRequest, ctx: TaskContext) -> align_pb2.InpaintResponse:
-        return await ops.inpaint(aligner, store, request, settings)
+        return await ops.inpaint(aligner, store, request, settings, task=ctx.meta)
 
     async def prepare(
         request: align_pb2.PrepareDatasetRequest, ctx: TaskContext
     ) -> align_pb2.PrepareDatasetResponse:
         last = align_pb2.PrepareDatasetResponse()
-        async for message in ops.prepare_dataset(aligner, store, request, settings):
+        async for message in ops.prepare_dataset(aligner, store, request, settings, task=ctx.meta):
             last = message
             done = message.processed + message.skipped
             current = f": {message.current}" if message.current else ""

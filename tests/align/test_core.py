@@ -254,6 +254,7 @@ def test_prepare_dataset_skips_records_and_resumes(
 
     monkeypatch.setattr(aligner, "align", counting_align)
     params = AlignParams(output_size=512, looseness=1.5, inpaint=True)
+    roots = [str(tmp_path)]
     seen: list[Progress] = []
 
     def crash_after_two(p: Progress) -> None:
@@ -262,13 +263,17 @@ def test_prepare_dataset_skips_records_and_resumes(
             raise Crash()
 
     with pytest.raises(Crash):
-        prepare_dataset(aligner, store, str(source), "sets/v1", params, 40_000_000, crash_after_two)
+        prepare_dataset(
+            aligner, store, str(source), "sets/v1", params, 40_000_000, crash_after_two, local_roots=roots
+        )
     assert calls == [512, 362]  # the two astronaut photos
     assert [p.current for p in seen] == ["a-astronaut.png", "b-astronaut-crop.jpg"]
 
     calls.clear()
     seen.clear()
-    final = prepare_dataset(aligner, store, f"file://{source}", "sets/v1", params, 40_000_000, seen.append)
+    final = prepare_dataset(
+        aligner, store, f"file://{source}", "sets/v1", params, 40_000_000, seen.append, local_roots=roots
+    )
     assert calls == [600], "only the coffee photo is new work: finished files are not redone"
     assert (final.total, final.processed, final.skipped, final.done) == (6, 2, 4, True)
     assert [p.processed + p.skipped for p in seen[:-1]] == [1, 2, 3, 4, 5, 6] and seen[-1].done
@@ -288,7 +293,7 @@ def test_prepare_dataset_skips_records_and_resumes(
     assert aligned.size == (512, 512)
 
     calls.clear()
-    again = prepare_dataset(aligner, store, str(source), "sets/v1", params, 40_000_000)
+    again = prepare_dataset(aligner, store, str(source), "sets/v1", params, 40_000_000, local_roots=roots)
     assert calls == [] and (again.processed, again.skipped) == (2, 4)
 
 
@@ -306,8 +311,20 @@ def test_prepare_dataset_from_a_store_prefix(aligner: Aligner, tmp_path: Path) -
     with pytest.raises(ValueError, match="not in this service's object store"):
         prepare_dataset(aligner, store, "s3://elsewhere/raw", "out", AlignParams(), 10**8)
     with pytest.raises(NotFound, match="source folder not found"):
-        prepare_dataset(aligner, store, str(tmp_path / "missing"), "out", AlignParams(), 10**8)
-    # Local folders can be confined to configured roots.
+        prepare_dataset(
+            aligner,
+            store,
+            str(tmp_path / "missing"),
+            "out",
+            AlignParams(),
+            10**8,
+            local_roots=[str(tmp_path)],
+        )
+    # No roots configured: no folder outside the store is read, not even to say it is missing.
+    for outside in (str(tmp_path / "missing"), str(tmp_path), "file:///", "/etc"):
+        with pytest.raises(ValueError, match="GANFOLK_ALIGN_LOCAL_SOURCE_ROOTS is not set"):
+            prepare_dataset(aligner, store, outside, "out", AlignParams(), 10**8)
+    # Local folders are confined to configured roots.
     roots = [str(tmp_path / "objects")]
     final = prepare_dataset(
         aligner, store, str(tmp_path / "objects/raw"), "raw/aligned", AlignParams(), 10**8, local_roots=roots

@@ -35,7 +35,10 @@ def inline(data: bytes) -> common_pb2.ImageRef:
 async def test_align_inpaint_and_prepare_over_grpc(tmp_path: Path) -> None:
     store_url = str(tmp_path / "objects")
     cropped = np.ascontiguousarray(astronaut()[60:, 150:])
-    async with serving(SERVICE, store_url=store_url, worker_enabled=False) as (_, channel):
+    raw = tmp_path / "raw"
+    async with serving(
+        SERVICE, store_url=store_url, worker_enabled=False, align_local_source_roots=str(raw)
+    ) as (_, channel):
         stub = align_pb2_grpc.AlignServiceStub(channel)
 
         # The loose crop of a cropped photo: part falls outside, filled by Telea (named fallback).
@@ -115,7 +118,6 @@ async def test_align_inpaint_and_prepare_over_grpc(tmp_path: Path) -> None:
         assert painted.provenance.parameters["used"] == "telea"
 
         # PrepareDataset streams one message per file, then the manifest.
-        raw = tmp_path / "raw"
         raw.mkdir()
         (raw / "a.png").write_bytes(encode(astronaut()))
         (raw / "b.png").write_bytes(encode(no_face()))
@@ -175,6 +177,20 @@ async def test_align_inpaint_and_prepare_over_grpc(tmp_path: Path) -> None:
             align_pb2.AlignFaceRequest(image=inline(encode(astronaut())), output_prefix="../up"),
             grpc.StatusCode.INVALID_ARGUMENT,
             "output_prefix",
+        ),
+        (
+            align_pb2.AlignFaceRequest(image=inline(encode(astronaut())), output_prefix="jobs/x/align"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "only the tasks of that job write",
+        ),
+        (
+            align_pb2.InpaintRequest(
+                image=inline(encode(astronaut())),
+                mask=inline(encode(np.zeros((10, 10), np.uint8))),
+                output_prefix="jobs/x/inpaint",
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "only the tasks of that job write",
         ),
         (
             align_pb2.InpaintRequest(
