@@ -4,6 +4,7 @@
 #   schema     `kubernetes-validate --strict` on every rendering (CRDs are skipped with a warning)
 #   keda       the KEDA ScaledObjects: schema (npm @kubernetes-models/keda) + trigger metadata
 #   compose    `docker-compose config -q` of deploy/docker-compose.yml, alone and with the GPU override
+#              (secrets given as placeholders); it must refuse without its secrets, none has a default
 #   training   the training workloads (k8s/components/training): the PyTorchJob through the Kubeflow
 #              Training SDK's models, the Indexed Job + headless Service (scripts/validate_training.py)
 #
@@ -26,7 +27,7 @@ while (($#)); do
     --root) ROOT="$(cd "$2" && pwd)"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     kustomize|schema|keda|compose|training) CHECKS+=("$1"); shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -120,11 +121,32 @@ if wants compose; then
   compose="$(tool DOCKER_COMPOSE docker-compose)" || exit 3
   main="$ROOT/deploy/docker-compose.yml"
   gpu="$ROOT/deploy/docker-compose.gpu.yml"
-  if err="$("$compose" -f "$main" config -q 2>&1)"; then pass "docker-compose config $main"
+  # Secrets have no defaults (${VAR:?message}): validate with placeholders for them, never
+  # with a deploy/.env that may sit beside the file, and check that without them it stops.
+  required=($(grep -oE '\$\{[A-Za-z0-9_]+:\?' "$main" | sed -E 's/^\$\{//; s/:\?$//' | sort -u))
+  placeholders="$OUT/compose-placeholders.env"
+  empty="$OUT/compose-empty.env"
+  : > "$empty"
+  for v in "${required[@]}"; do echo "$v=validate-placeholder"; done > "$placeholders"
+  if err="$("$compose" --env-file "$placeholders" -f "$main" config -q 2>&1)"; then pass "docker-compose config $main"
   else fail "docker-compose config $main: $err"; fi
   if [[ -f "$gpu" ]]; then
-    if err="$("$compose" -f "$main" -f "$gpu" config -q 2>&1)"; then pass "docker-compose config + $(basename "$gpu")"
+    if err="$("$compose" --env-file "$placeholders" -f "$main" -f "$gpu" config -q 2>&1)"; then
+      pass "docker-compose config + $(basename "$gpu")"
     else fail "docker-compose config + $(basename "$gpu"): $err"; fi
+  fi
+  if ((${#required[@]} == 0)); then
+    fail "docker-compose: no required secrets (\${VAR:?message}) in $main"
+  elif err="$("$compose" --env-file "$empty" -f "$main" config -q 2>&1)"; then
+    fail "docker-compose config $main passes without its secrets (${required[*]})"
+  elif ! grep -qE "($(IFS='|'; echo "${required[*]}"))" <<< "$err"; then
+    fail "docker-compose config $main without its secrets fails without naming one: $err"
+  else
+    pass "docker-compose refuses to start without its secrets (${#required[@]} variables)"
+  fi
+  # A default for a secret would make the stack start with a password everyone knows.
+  if defaults="$(grep -nE '\$\{[A-Za-z0-9_]*(PASSWORD|SECRET|TOKEN|PRIVATE_KEY|ACCESS_KEY|MINIO_ROOT_USER)[A-Za-z0-9_]*:?-' "$main")"; then
+    fail "docker-compose: secrets with defaults in $main: $defaults"
   fi
 fi
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ganfolk.runtime import catalog
+from ganfolk.runtime import catalog, nats_auth
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "validate_deploy.sh"
@@ -374,3 +374,124 @@ def test_dockerfile_has_a_target_per_service() -> None:
     for name in GPU_STAGES:
         assert f"FROM gpu-runtime AS {name}\n" in text and f" AS {name}-cpu\n" in text
     assert "USER 10001:10001" in text and "HEALTHCHECK" in text
+
+
+# --------------------------------------------------------------------------- security defaults
+
+COMPOSE = REPO / "deploy" / "docker-compose.yml"
+
+
+def test_compose_fails_on_a_secret_with_a_default(copy: Path) -> None:
+    edit(
+        copy / "deploy/docker-compose.yml",
+        "GANFOLK_GRPC_AUTH_TOKEN: ${GANFOLK_GRPC_AUTH_TOKEN:?",
+        "GANFOLK_GRPC_AUTH_TOKEN: ${GANFOLK_GRPC_AUTH_TOKEN:-well-known}${UNUSED:?",
+    )
+    result = run_check("compose", root=copy)
+    assert result.returncode == 1
+    assert "secrets with defaults" in result.stderr and "well-known" in result.stderr
+
+
+def test_compose_without_secrets_stops_naming_a_variable(tmp_path: Path) -> None:
+    if not shutil.which("docker-compose"):
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    empty = tmp_path / "empty.env"  # not deploy/.env, which may hold a developer's secrets
+    empty.write_text("")
+    result = subprocess.run(
+        ["docker-compose", "--env-file", str(empty), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "deploy/.env" in result.stderr and "docs/deploy.md#security" in result.stderr
+
+
+def test_compose_publishes_only_the_coordinator_and_the_gallery() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+    assert published == {"coordinator": ["50051:50051"], "gallery": ["8071:8071"]}
+
+
+def test_compose_gives_each_service_its_own_nats_user_and_no_secret_a_default() -> None:
+    text = COMPOSE.read_text()
+    services = yaml.safe_load(text)["services"]
+    for user in nats_auth.nats_users():
+        env = services[user]["environment"]
+        variable = nats_auth.password_variable(user)
+        assert env["GANFOLK_NATS_USER"] == user
+        assert env["GANFOLK_NATS_PASSWORD"].startswith(f"${{{variable}:?")
+        assert services["nats"]["environment"][variable].startswith(f"${{{variable}:?")
+        assert env["GANFOLK_GRPC_AUTH_TOKEN"].startswith("${GANFOLK_GRPC_AUTH_TOKEN:?")
+    assert "GANFOLK_NATS_USER" not in services["gallery"]["environment"]
+    assert services["coordinator"]["environment"]["GANFOLK_COORDINATOR_AUTH_TOKEN"].startswith(
+        "${GANFOLK_COORDINATOR_AUTH_TOKEN:?"
+    )
+    assert "./nats:/etc/nats:ro" in services["nats"]["volumes"]
+
+
+def test_nats_authorization_files_are_in_step_with_the_catalog(renderings: Path) -> None:
+    expected = nats_auth.render_authorization()
+    assert (REPO / "deploy" / "nats" / "auth.conf").read_text() == expected, (
+        "run: python -m ganfolk.runtime.nats_auth authorization > deploy/nats/auth.conf"
+    )
+    (config,) = [
+        d
+        for d in rendered(renderings, "base")
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config"
+    ]
+    assert config["data"]["auth.conf"] == expected, "k8s/base/nats.yaml: paste the generated authorization"
+    assert "include auth.conf" in config["data"]["nats.conf"]
+
+
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+def test_nats_server_accepts_the_deployed_configuration(where: str, renderings: Path, tmp_path: Path) -> None:
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not Path(binary).exists():
+        pytest.fail("nats-server is not installed: run `make setup`")
+    if where == "compose":
+        shutil.copytree(REPO / "deploy" / "nats", tmp_path, dirs_exist_ok=True)
+    else:
+        (config,) = [
+            d
+            for d in rendered(renderings, "base")
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config"
+        ]
+        for name, text in config["data"].items():
+            (tmp_path / name).write_text(text)
+    env = {"PATH": os.environ["PATH"], "POD_NAME": "nats-0"}
+    env |= {nats_auth.password_variable(u): f"pw-{u}" for u in nats_auth.nats_users()}
+    result = subprocess.run(
+        [binary, "-t", "-c", str(tmp_path / "nats.conf")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_nats_client_pod_has_its_own_user_and_every_service_a_grpc_token(renderings: Path) -> None:
+    docs = rendered(renderings, "base")
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    assert set(secrets["ganfolk-nats"]["stringData"]) == {
+        nats_auth.password_variable(u) for u in nats_auth.nats_users()
+    }
+    nats_env = pods["nats"]["containers"][0]["envFrom"]
+    assert {"secretRef": {"name": "ganfolk-nats"}} in nats_env
+    for name in SERVICES:
+        container = pods[name]["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert {"secretRef": {"name": "ganfolk-grpc"}} in container["envFrom"], name
+        if name in nats_auth.nats_users():
+            assert env["GANFOLK_NATS_USER"]["value"] == name
+            ref = env["GANFOLK_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "ganfolk-nats", "key": nats_auth.password_variable(name)}, name
+        else:
+            assert "GANFOLK_NATS_USER" not in env, name
+    coordinator = {e["name"]: e for e in pods["coordinator"]["containers"][0]["env"]}
+    assert "secretKeyRef" in coordinator["GANFOLK_COORDINATOR_AUTH_TOKEN"]["valueFrom"]
