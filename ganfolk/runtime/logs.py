@@ -52,7 +52,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("nats", "grpc", "botocore", "urllib3", "httpx", "httpcore", "openai"):
+    for noisy in ("nats", "grpc", "botocore", "urllib3", "httpx", "httpx2", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
