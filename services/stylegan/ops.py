@@ -9,6 +9,7 @@ import asyncio
 import time
 from dataclasses import asdict
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.images import store_image
 from ganfolk.runtime.models import provenance
@@ -28,8 +29,8 @@ _MODES = {
 
 # Seeds travel as protobuf int64 (SeedList.seeds, SeedRange.start, SampledImage.seed): a seed
 # above this cannot be returned, so it is refused before any image is drawn or stored. The
-# coordinator checks a job's seed + num_samples against the same bound.
-MAX_SEED = 2**63 - 1
+# coordinator checks a job's seed + num_samples against the same bound (limits.INT64_MAX).
+MAX_SEED = limits.INT64_MAX
 
 
 def check_seed_range(start: int, count: int, max_seeds: int) -> None:
