@@ -114,6 +114,7 @@ def coordinator_permissions() -> Permissions:
             "$JS.API.>",
             f"$KV.{js.JOBS_BUCKET}.>",
             f"$KV.{js.CANCEL_BUCKET}.>",
+            f"$KV.{js.SERVICES_BUCKET}.{COORDINATOR}",
             f"$JS.ACK.{js.EVENTS_STREAM}.>",
             "$JS.FC.>",
         ),

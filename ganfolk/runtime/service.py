@@ -254,7 +254,7 @@ async def run_service(
             handler.policy = policy_from_settings(handler.policy, settings)
         stage_names.extend(h.stage for h in handlers)
         if handlers or definition.start:
-            nc = await jetstream.connect(settings.nats_url, name=settings.service)
+            nc = await jetstream.connect(settings.nats_url, name=settings.service, settings=settings)
             await jetstream.ensure_streams(nc.jetstream(), settings.stream_replicas)
         if definition.start and nc is not None:
             await definition.start(core, nc, store, settings)

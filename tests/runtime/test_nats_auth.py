@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -18,6 +19,7 @@ from pydantic import SecretStr
 
 from ganfolk.runtime import jetstream, nats_auth
 from ganfolk.runtime.catalog import SERVICES, Stage
+from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.settings import ConfigError, Settings
 from ganfolk.runtime.worker import StageHandler, StageWorker, TaskContext
 from ganfolk.v1 import common_pb2, events_pb2, text_pb2
@@ -144,6 +146,8 @@ async def test_worker_fetches_and_acks_its_own_tasks_and_publishes_events(
     stage, job = Stage.PROMPTS, unique("job")
 
     async def handle(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        if req.count > 10:
+            raise InvalidArgument("count must be at most 10")
         await ctx.progress(50, "half")
         return text_pb2.PromptsResponse(prompts=[text_pb2.PortraitPrompt(text="p")] * req.count)
 
@@ -173,6 +177,20 @@ async def test_worker_fetches_and_acks_its_own_tasks_and_publishes_events(
                     break
                 await asyncio.sleep(0.1)
             assert (info.num_ack_pending, info.num_pending) == (0, 0)
+            # Bad input: terminated, reported, and dead-lettered on the stage's own subject.
+            bad_id = unique("task")
+            meta = common_pb2.TaskMeta(job_id=job, task_id=bad_id, stage=stage)
+            bad = text_pb2.PromptsRequest(count=11, meta=meta).SerializeToString()
+            await jetstream.publish_task(coord.jetstream(), stage, bad, bad_id)
+            event = events_pb2.StageEvent.FromString((await events.next_msg(timeout=20)).data)
+            assert event.failure.code == "INVALID_ARGUMENT" and event.meta.task_id == bad_id
+            dlq = jetstream.dlq_subject(stage)
+            for _ in range(50):
+                info = await coord.jetstream().stream_info(jetstream.DLQ_STREAM, subjects_filter=dlq)
+                if (info.state.subjects or {}).get(dlq):
+                    break
+                await asyncio.sleep(0.1)
+            assert (info.state.subjects or {}).get(dlq) == 1
         finally:
             await worker.stop(grace=5)
             await asyncio.wait_for(runner, 10)
@@ -232,3 +250,46 @@ async def test_service_process_waits_for_the_coordinator_then_runs_a_task(
     violations = [line for line in nats_auth_server.log_text().splitlines() if "Violation" in line]
     # Only the refused topology writes of the service that started first.
     assert all("STREAM.CREATE" in line or "STREAM.UPDATE" in line for line in violations), violations
+
+
+async def test_real_coordinator_and_stylegan_run_a_job_as_their_own_users(
+    nats_auth_server: AuthNatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator and the stylegan service, each under its own user: fan-out, cancel, watch."""
+    from ganfolk.v1 import jobs_pb2, jobs_pb2_grpc
+    from services.coordinator.main import SERVICE as COORDINATOR
+    from services.stylegan.main import SERVICE as STYLEGAN
+    from tests.fixtures import golden
+    from tests.fixtures.services import serving
+
+    monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(golden.path("stylegan2_tiny.pt")))
+    common: dict[str, Any] = {"nats_url": nats_auth_server.url, "store_url": str(tmp_path / "objects")}
+
+    def login(user: str) -> dict[str, Any]:
+        return {"nats_user": user, "nats_password": nats_auth_server.passwords[user]}
+
+    async with (
+        serving(COORDINATOR, **common, **login("coordinator")) as (_, channel),
+        serving(STYLEGAN, **common, **login("stylegan")),
+    ):
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        spec = jobs_pb2.JobSpec(
+            prompt="charcoal sketch of an inquisitive Turkish boy",
+            num_samples=6,
+            sample_task_size=4,
+            name_and_backstory=False,
+            seed=11,
+        )
+        job_id = (await stub.Submit(jobs_pb2.SubmitRequest(spec=spec))).job.job_id
+        for _ in range(600):
+            job = (await stub.Get(jobs_pb2.GetRequest(job_id=job_id))).job
+            sample = next(s for s in job.stages if s.stage == jobs_pb2.STAGE_SAMPLE)
+            if sample.state == jobs_pb2.JOB_STATE_SUCCEEDED:
+                break
+            await asyncio.sleep(0.1)
+        assert sample.state == jobs_pb2.JOB_STATE_SUCCEEDED and sample.images_total == 6
+        cancelled = await stub.Cancel(jobs_pb2.CancelRequest(job_id=job_id, reason="test"))
+        assert cancelled.job.state == jobs_pb2.JOB_STATE_CANCELLED
+        updates = [u async for u in stub.Watch(jobs_pb2.WatchRequest(job_id=job_id))]
+        assert updates[-1].job.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert "Violation" not in nats_auth_server.log_text()
