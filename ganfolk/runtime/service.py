@@ -185,6 +185,9 @@ def policy_from_settings(policy: jetstream.StagePolicy, settings: Settings) -> j
     changes: dict[str, Any] = {}
     if settings.task_ack_wait_s:
         changes["ack_wait"] = settings.task_ack_wait_s
+        if policy.heartbeat and policy.heartbeat > settings.task_ack_wait_s / 3:
+            # Heartbeats must come well within the new ack wait, or running tasks are redelivered.
+            changes["heartbeat"] = None
     if settings.task_max_ack_pending:
         changes["max_ack_pending"] = settings.task_max_ack_pending
     return dataclasses.replace(policy, **changes) if changes else policy
@@ -288,13 +291,13 @@ async def run_service(
             with contextlib.suppress(Exception):
                 await definition.stop(holder.get())
         if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.drain()
-        await server.stop(settings.grpc_grace_seconds)
             # nats-py waits 30 s by default for subscriptions to drain, as long as the
             # launcher waits before SIGKILL: a subscription someone forgot to close must
             # cost a bounded wait, not the clean exit.
             nc.options["drain_timeout"] = DRAIN_TIMEOUT_S
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        await server.stop(settings.grpc_grace_seconds)
         metrics.MODEL_READY.labels(settings.service).set(0)
         store.close()
         log.info("stopped")
