@@ -16,8 +16,9 @@ task and spend the minting key. The lists are the smallest that the real stack r
 
 ``python -m ganfolk.runtime.nats_auth authorization`` prints the ``authorization`` block
 with ``$GANFOLK_NATS_PASSWORD_<SERVICE>`` references that nats-server resolves from its
-environment (Compose: deploy/nats/auth.conf, Kubernetes: the nats-config ConfigMap; a test
-keeps both in step with the catalog); ``... env`` prints fresh random passwords for them.
+environment; ``... sync`` writes it into Compose's deploy/nats/auth.conf and Kubernetes'
+nats-config ConfigMap (a test keeps both in step with the catalog); ``... env`` prints fresh
+random passwords for them.
 The local stack (``ganfolk up``) renders it with literal passwords generated per run.
 """
 
@@ -29,6 +30,7 @@ import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ganfolk.runtime import jetstream as js
 from ganfolk.runtime.catalog import SERVICES, Stage
@@ -180,6 +182,33 @@ def render_config(
     return "\n".join(lines) + "\n" + render_authorization(passwords)
 
 
+COMPOSE_AUTH = Path("deploy/nats/auth.conf")
+K8S_NATS = Path("k8s/base/nats.yaml")
+_K8S_KEY = "  auth.conf: |\n"
+
+
+def sync(root: Path) -> list[Path]:
+    """Write the authorization into Compose's auth.conf and the k8s ConfigMap under ``root``.
+
+    Returns the files that changed; run after a service joins the catalog.
+    """
+    auth = render_authorization()
+    changed = []
+    compose = root / COMPOSE_AUTH
+    if not compose.exists() or compose.read_text() != auth:
+        compose.write_text(auth)
+        changed.append(compose)
+    k8s = root / K8S_NATS
+    text = k8s.read_text()
+    start = text.index(_K8S_KEY) + len(_K8S_KEY)
+    end = text.index("---", start)
+    block = "".join((f"    {line}" if line else "") + "\n" for line in auth.splitlines())
+    if text[start:end] != block:
+        k8s.write_text(text[:start] + block + text[end:])
+        changed.append(k8s)
+    return changed
+
+
 def generate_passwords() -> dict[str, str]:
     """A fresh random password for every NATS user."""
     return {user: secrets.token_urlsafe(24) for user in nats_users()}
@@ -194,9 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.add_argument("--store-dir", default="/data", help="JetStream store directory")
     config.add_argument("--http-port", type=int, default=8222, help="monitoring port (0: off)")
     sub.add_parser("env", help="random passwords for the users, as KEY=value lines (e.g. deploy/.env)")
+    synced = sub.add_parser("sync", help=f"rewrite {COMPOSE_AUTH} and the ConfigMap in {K8S_NATS}")
+    synced.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2], help="repository")
     args = parser.parse_args(argv)
     if args.command == "authorization":
         sys.stdout.write(render_authorization())
+    elif args.command == "sync":
+        changed = sync(args.root)
+        sys.stdout.write("".join(f"updated {p}\n" for p in changed) or "already in step\n")
     elif args.command == "config":
         sys.stdout.write(render_config(store_dir=args.store_dir, http_port=args.http_port or None))
     else:

@@ -436,14 +436,14 @@ def test_compose_gives_each_service_its_own_nats_user_and_no_secret_a_default() 
 def test_nats_authorization_files_are_in_step_with_the_catalog(renderings: Path) -> None:
     expected = nats_auth.render_authorization()
     assert (REPO / "deploy" / "nats" / "auth.conf").read_text() == expected, (
-        "run: python -m ganfolk.runtime.nats_auth authorization > deploy/nats/auth.conf"
+        "run: python -m ganfolk.runtime.nats_auth sync"
     )
     (config,) = [
         d
         for d in rendered(renderings, "base")
         if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config"
     ]
-    assert config["data"]["auth.conf"] == expected, "k8s/base/nats.yaml: paste the generated authorization"
+    assert config["data"]["auth.conf"] == expected, "run: python -m ganfolk.runtime.nats_auth sync"
     assert "include auth.conf" in config["data"]["nats.conf"]
 
 
@@ -495,3 +495,16 @@ def test_every_nats_client_pod_has_its_own_user_and_every_service_a_grpc_token(r
             assert "GANFOLK_NATS_USER" not in env, name
     coordinator = {e["name"]: e for e in pods["coordinator"]["containers"][0]["env"]}
     assert "secretKeyRef" in coordinator["GANFOLK_COORDINATOR_AUTH_TOKEN"]["valueFrom"]
+
+
+def test_nats_auth_sync_brings_stale_copies_in_step(copy: Path) -> None:
+    edit(copy / "deploy/nats/auth.conf", '"ganfolk.tasks.>"', '"ganfolk.>"')
+    edit(copy / "k8s/base/nats.yaml", '"ganfolk.events.>", ', "")
+    changed = nats_auth.sync(copy)
+    assert sorted(p.relative_to(copy).as_posix() for p in changed) == [
+        "deploy/nats/auth.conf",
+        "k8s/base/nats.yaml",
+    ]
+    assert (copy / "deploy/nats/auth.conf").read_text() == (REPO / "deploy/nats/auth.conf").read_text()
+    assert (copy / "k8s/base/nats.yaml").read_text() == (REPO / "k8s/base/nats.yaml").read_text()
+    assert nats_auth.sync(copy) == []
