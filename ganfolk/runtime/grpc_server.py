@@ -51,6 +51,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 except BaseException as exc:
                     code, details = self._classify(exc, context, name)
                     if details is not None:  # abort() raises AbortError in place of exc
+                        # The traceback holds this frame, which holds exc and the request: a cycle
+                        # that would pin a large request until the next full gc pass.
+                        exc.__traceback__ = None
                         await context.abort(grpc.StatusCode[code], details)
                     raise
                 finally:
@@ -71,6 +74,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 except BaseException as exc:
                     code, details = self._classify(exc, context, name)
                     if details is not None:  # abort() raises AbortError in place of exc
+                        # The traceback holds this frame, which holds exc and the request: a cycle
+                        # that would pin a large request until the next full gc pass.
+                        exc.__traceback__ = None
                         await context.abort(grpc.StatusCode[code], details)
                     raise
                 finally:

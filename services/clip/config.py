@@ -29,6 +29,12 @@ class ClipSettings(Settings):
     clip_max_texts: int = Field(256, ge=1)
     clip_max_prompts: int = Field(32, ge=1)
     clip_max_images: int = Field(256, ge=1)
+    # Longest text or prompt, in characters. CLIP reads only its context (77 tokens, a few hundred
+    # characters); the limit bounds tokenizing time and the text cache's keys.
+    clip_max_text_chars: int = Field(2000, ge=1, le=1_000_000)
+    # Largest image, in pixels (below GANFOLK_MAX_IMAGE_PIXELS when that is smaller). CLIP sees
+    # 224 px; decoded images are held while they are preprocessed, up to READ_CONCURRENCY at once.
+    clip_max_image_pixels: int = Field(4096 * 4096, ge=1)
     # Images under an image_prefix one Rank may score (a rank task holds 1,000 samples).
     clip_max_prefix_images: int = Field(10_000, ge=1)
     # Images decoded at once while ranking; memory stays bounded by this, not by the image count.

@@ -9,7 +9,9 @@ Scores: for prompts ``(t_j, w_j)`` and an image ``i`` the score is the weighted 
 images away from its text.
 
 Prompts longer than the model's context length are truncated as open_clip does (the last
-token becomes end-of-text); the indices of truncated texts are reported to the caller.
+token becomes end-of-text); the indices of truncated texts are reported to the caller. Each
+text is BPE-encoded once (the tokens and the truncation report come from the same pass), in
+a worker thread on the async path, so long texts never hold up the event loop.
 """
 
 from __future__ import annotations
@@ -45,30 +47,35 @@ class Prompt:
 
 
 class TextCache:
-    """Thread-safe LRU of text embeddings (CPU float32 rows)."""
+    """Thread-safe LRU of text embeddings (CPU float32 rows), each with whether its text was truncated.
+
+    Memory is bounded by ``size`` entries of one row and one key each; keys are bounded by the
+    request limit on text length (GANFOLK_CLIP_MAX_TEXT_CHARS).
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._data: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
+        self._data: collections.OrderedDict[str, tuple[torch.Tensor, bool]] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, text: str) -> torch.Tensor | None:
+    def get(self, text: str) -> tuple[torch.Tensor, bool] | None:
+        """The cached (row, truncated) of ``text``, or None."""
         with self._lock:
-            row = self._data.get(text)
-            if row is None:
+            entry = self._data.get(text)
+            if entry is None:
                 self.misses += 1
                 return None
             self._data.move_to_end(text)
             self.hits += 1
-            return row
+            return entry
 
-    def put(self, text: str, row: torch.Tensor) -> None:
+    def put(self, text: str, row: torch.Tensor, truncated: bool = False) -> None:
         if self.size <= 0:
             return
         with self._lock:
-            self._data[text] = row
+            self._data[text] = (row, truncated)
             self._data.move_to_end(text)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
@@ -96,9 +103,10 @@ class ClipCore:
         self.image_batcher: DynamicBatcher | None = None
         self.text_batcher: DynamicBatcher | None = None
         if settings.clip_dynamic_batching:
-            wait = settings.clip_max_wait_ms
-            self.image_batcher = DynamicBatcher(self.encode_pixels, settings.clip_max_batch, wait, "image")
-            self.text_batcher = DynamicBatcher(self.encode_tokens, settings.clip_max_batch, wait, "text")
+            wait, most = settings.clip_max_wait_ms, settings.clip_max_batch
+            # The checks run per request before it joins a shared pass: bad rows fail their own caller.
+            self.image_batcher = DynamicBatcher(self.encode_pixels, most, wait, "image", self.check_pixels)
+            self.text_batcher = DynamicBatcher(self.encode_tokens, most, wait, "text", self.check_tokens)
 
     # ------------------------------------------------------------------ basics
 
@@ -121,17 +129,52 @@ class ClipCore:
         return int(self.encode_tokens(self.tokenize(["a"])[0]).shape[1])
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
-        """Tokens (N, context_length) and the indices of texts that were truncated to fit."""
-        tokens = self.loaded.tokenizer(list(texts))
+        """Tokens (N, context_length) and the indices of texts that were truncated to fit.
+
+        The same tokens as open_clip's tokenizer call, from one BPE pass per text: open_clip's
+        call encodes each text and cuts it to the context, so the truncation report would
+        otherwise need a second pass. CPU-bound and holding the GIL; async callers run it in
+        a worker thread.
+        """
+        tokenizer = self.loaded.tokenizer
+        encode = getattr(tokenizer, "encode", None)
+        sot = getattr(tokenizer, "sot_token_id", None)
+        eot = getattr(tokenizer, "eot_token_id", None)
+        if encode is None or sot is None or eot is None or getattr(tokenizer, "reduction_fn", None):
+            # A tokenizer that reduces rather than truncates: its own call, nothing to report.
+            return tokenizer(list(texts)), []
+        ctx = self.context_length
+        tokens = torch.zeros(len(texts), ctx, dtype=torch.long)
         truncated: list[int] = []
-        encode = getattr(self.loaded.tokenizer, "encode", None)
-        clean = getattr(self.loaded.tokenizer, "clean_fn", None)
-        if encode is not None:
-            for i, text in enumerate(texts):
-                n = len(encode(clean(text) if clean else text)) + 2  # + start and end tokens
-                if n > self.context_length:
-                    truncated.append(i)
+        for i, text in enumerate(texts):
+            ids = [sot, *encode(text), eot]
+            if len(ids) > ctx:
+                ids = ids[:ctx]
+                ids[-1] = eot
+                truncated.append(i)
+            tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return tokens, truncated
+
+    def check_tokens(self, tokens: torch.Tensor) -> None:
+        """Refuse token rows the text tower cannot take (ValueError saying what is wrong)."""
+        if tokens.ndim != 2 or tokens.shape[1] != self.context_length or tokens.dtype != torch.long:
+            raise ValueError(
+                f"tokens must be int64 (N, {self.context_length}), got {tokens.dtype} {tuple(tokens.shape)}"
+            )
+        vocab = getattr(self.model, "vocab_size", None)
+        if tokens.numel():
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or (vocab is not None and high >= vocab):
+                raise ValueError(f"token ids must be in [0, {vocab}), got {low}..{high}")
+
+    def check_pixels(self, pixels: torch.Tensor) -> None:
+        """Refuse pixel rows the image tower cannot take (ValueError saying what is wrong)."""
+        want = (3, *self.image_size)
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != want or not pixels.is_floating_point():
+            raise ValueError(
+                f"pixels must be floating (N, {', '.join(map(str, want))}), got {pixels.dtype} "
+                f"{tuple(pixels.shape)}"
+            )
 
     @torch.inference_mode()
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -148,10 +191,34 @@ class ClipCore:
     # ------------------------------------------------------------------ preprocessing
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """open_clip's inference preprocessing for this model, stacked: (N, 3, H, W) float32."""
+        """open_clip's inference preprocessing for this model, stacked: (N, 3, H, W) float32.
+
+        Images far from the model's aspect ratio are first cut to their middle (see
+        :meth:`crop_extreme`), which bounds the memory of the resize step.
+        """
         if not images:
             return torch.empty(0, 3, *self.image_size)
-        return torch.stack([self.loaded.preprocess(im) for im in images])
+        return torch.stack([self.loaded.preprocess(self.crop_extreme(im)) for im in images])
+
+    def crop_extreme(self, img: Image.Image) -> Image.Image:
+        """Cut an image of extreme aspect ratio to its middle, keeping what preprocessing keeps.
+
+        open_clip resizes the shortest side to the model's size and then keeps the centre:
+        a 1 x 100,000 px strip would first become a 224 x 22,400,000 px image (60 GB as
+        floats). The centre crop never looks beyond the middle, so everything past twice the
+        kept extent is cut before resizing; images within 2:1 of the model's aspect ratio are
+        untouched, and the kept middle still has a full margin for the resampling filter.
+        """
+        if self.loaded.preprocess_cfg.get("resize_mode", "shortest") not in (None, "shortest"):
+            return img  # squash / longest resize to within the model's size: no blow-up
+        th, tw = self.image_size
+        w, h = img.size
+        scale = max(th / h, tw / w)  # shortest side to the model's size
+        keep_w, keep_h = min(w, math.ceil(2 * tw / scale)), min(h, math.ceil(2 * th / scale))
+        if (keep_w, keep_h) == (w, h):
+            return img
+        left, top = (w - keep_w) // 2, (h - keep_h) // 2
+        return img.crop((left, top, left + keep_w, top + keep_h))
 
     @torch.inference_mode()
     def pixels_from_tensor(self, images: torch.Tensor) -> torch.Tensor:
@@ -182,23 +249,48 @@ class ClipCore:
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings (N, D), float32 on CPU; cached by text."""
-        rows: dict[str, torch.Tensor] = {}
-        misses: list[str] = []
-        for text in dict.fromkeys(texts):
-            row = self.cache.get(text)
-            if row is None:
-                misses.append(text)
-            else:
-                rows[text] = row
+        return self.text_embeddings(texts)[0]
+
+    def text_embeddings(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+        """:meth:`embed_texts` and the indices of the texts truncated to the context length."""
+        entries, misses = self._cached(texts)
         bs = self.settings.clip_text_batch_size
         for start in range(0, len(misses), bs):
             chunk = misses[start : start + bs]
-            out = self.encode_tokens(self.tokenize(chunk)[0])
-            for text, row in zip(chunk, out, strict=True):
-                row = row.clone()  # own storage: a cached row must not pin the whole batch
-                rows[text] = row
-                self.cache.put(text, row)
-        return self._stack([rows[t] for t in texts])
+            tokens, cut = self.tokenize(chunk)
+            self._remember(chunk, self.encode_tokens(tokens), cut, entries)
+        return self._gather(texts, entries)
+
+    def _cached(self, texts: Sequence[str]) -> tuple[dict[str, tuple[torch.Tensor, bool]], list[str]]:
+        """Cache entries of the distinct ``texts`` found, and the distinct texts not found."""
+        entries: dict[str, tuple[torch.Tensor, bool]] = {}
+        misses: list[str] = []
+        for text in dict.fromkeys(texts):
+            entry = self.cache.get(text)
+            if entry is None:
+                misses.append(text)
+            else:
+                entries[text] = entry
+        return entries, misses
+
+    def _remember(
+        self,
+        texts: Sequence[str],
+        out: torch.Tensor,
+        truncated: Sequence[int],
+        entries: dict[str, tuple[torch.Tensor, bool]],
+    ) -> None:
+        cut = set(truncated)
+        for i, (text, row) in enumerate(zip(texts, out, strict=True)):
+            row = row.clone()  # own storage: a cached row must not pin the whole batch
+            entries[text] = (row, i in cut)
+            self.cache.put(text, row, i in cut)
+
+    def _gather(
+        self, texts: Sequence[str], entries: dict[str, tuple[torch.Tensor, bool]]
+    ) -> tuple[torch.Tensor, list[int]]:
+        truncated = [i for i, t in enumerate(texts) if entries[t][1]]
+        return self._stack([entries[t][0] for t in texts]), truncated
 
     def embed_images(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings (N, D): PIL images, or [-1, 1] tensors (N, 3, H, W)."""
@@ -225,23 +317,20 @@ class ClipCore:
 
     async def aembed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """As :meth:`embed_texts`, sharing forward passes with concurrent callers."""
+        return (await self.atext_embeddings(texts))[0]
+
+    async def atext_embeddings(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+        """As :meth:`text_embeddings`, sharing forward passes with concurrent callers.
+
+        Only texts missing from the cache are tokenized, once each, in a worker thread.
+        """
         if self.text_batcher is None:
-            return await asyncio.to_thread(self.embed_texts, texts)
-        rows: dict[str, torch.Tensor] = {}
-        misses: list[str] = []
-        for text in dict.fromkeys(texts):
-            row = self.cache.get(text)
-            if row is None:
-                misses.append(text)
-            else:
-                rows[text] = row
+            return await asyncio.to_thread(self.text_embeddings, texts)
+        entries, misses = self._cached(texts)
         if misses:
-            out = await self.text_batcher.submit(self.tokenize(misses)[0])
-            for text, row in zip(misses, out, strict=True):
-                row = row.clone()  # own storage: a cached row must not pin the whole batch
-                rows[text] = row
-                self.cache.put(text, row)
-        return self._stack([rows[t] for t in texts])
+            tokens, cut = await asyncio.to_thread(self.tokenize, misses)
+            self._remember(misses, await self.text_batcher.submit(tokens), cut, entries)
+        return self._gather(texts, entries)
 
     async def aembed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embeddings of preprocessed pixels, sharing forward passes with concurrent callers."""

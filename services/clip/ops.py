@@ -45,9 +45,20 @@ def validate_texts(texts: Sequence[str], settings: ClipSettings, what: str = "te
             f"{len(texts)} {what} sent, at most {limit} per request (GANFOLK_CLIP_MAX_TEXTS)"
         )
     for i, text in enumerate(texts):
+        check_text_length(text, f"{what}[{i}]", settings)
         if not text.strip():
             raise InvalidArgument(f"{what}[{i}] is empty; give it some words")
     return list(texts)
+
+
+def check_text_length(text: str, what: str, settings: ClipSettings) -> None:
+    """Refuse a text over GANFOLK_CLIP_MAX_TEXT_CHARS before any tokenizing is spent on it."""
+    limit = settings.clip_max_text_chars
+    if len(text) > limit:
+        raise InvalidArgument(
+            f"{what} is {len(text):,} characters, over the limit of {limit:,} (GANFOLK_CLIP_MAX_TEXT_CHARS); "
+            "shorten it: CLIP reads only its first 77 tokens (a few hundred characters) anyway"
+        )
 
 
 def validate_prompts(request: clip_pb2.RankRequest, settings: ClipSettings) -> list[Prompt]:
@@ -60,6 +71,7 @@ def validate_prompts(request: clip_pb2.RankRequest, settings: ClipSettings) -> l
         )
     prompts = []
     for i, p in enumerate(request.prompts):
+        check_text_length(p.text, f"prompts[{i}].text", settings)
         if not p.text.strip():
             raise InvalidArgument(f"prompts[{i}].text is empty; give it some words")
         prompt = with_optionals(Prompt(p.text), p)
@@ -127,7 +139,10 @@ def _load_one(
     """Read, decode and preprocess one image (in a worker thread); return pixels and its reply ref."""
     try:
         img = read_image_sync(
-            store, source.ref, settings.max_image_pixels, settings.max_inline_image_mb << 20
+            store,
+            source.ref,
+            min(settings.max_image_pixels, settings.clip_max_image_pixels),
+            settings.max_inline_image_mb << 20,
         )
     except InvalidArgument as exc:
         raise InvalidArgument(f"{source.label}: {exc}") from None
@@ -204,8 +219,7 @@ async def embed_texts(
 ) -> clip_pb2.EmbedTextsResponse:
     started = time.perf_counter()
     texts = validate_texts(request.texts, settings)
-    truncated = core.tokenize(texts)[1]
-    embs = await core.aembed_texts(texts)
+    embs, truncated = await core.atext_embeddings(texts)
     response = clip_pb2.EmbedTextsResponse(dim=int(embs.shape[1]))
     for row in embs.tolist():
         response.embeddings.add(values=row)
@@ -252,9 +266,7 @@ async def rank(
             )
         sources = [_Source(ref, f"images[{i}]") for i, ref in enumerate(request.images)]
 
-    texts = [p.text for p in prompts]
-    truncated = core.tokenize(texts)[1]
-    text_embs = await core.aembed_texts(texts)
+    text_embs, truncated = await core.atext_embeddings([p.text for p in prompts])
     scores: list[torch.Tensor] = []
     refs: list[common_pb2.ImageRef] = []
     async for embs, chunk_refs in stream_embeddings(core, store, sources, settings, progress):

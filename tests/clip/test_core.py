@@ -159,16 +159,89 @@ async def test_batcher_respects_max_batch_and_splits_large_requests() -> None:
     await batcher.aclose()
 
 
-async def test_batcher_hands_errors_to_every_caller_and_keeps_going() -> None:
+async def test_batcher_fails_only_the_request_that_breaks_a_shared_pass() -> None:
     def fail_on_negative(x: torch.Tensor) -> torch.Tensor:
         if (x < 0).any():
             raise RuntimeError("boom")
-        return x
+        return x * 2
 
-    batcher = DynamicBatcher(fail_on_negative, max_batch=8, max_wait_ms=50.0)
+    batcher = DynamicBatcher(fail_on_negative, max_batch=8, max_wait_ms=200.0)
     results = await asyncio.gather(
-        batcher.submit(torch.tensor([1.0])), batcher.submit(torch.tensor([-1.0])), return_exceptions=True
+        batcher.submit(torch.tensor([1.0])),
+        batcher.submit(torch.tensor([-1.0])),
+        batcher.submit(torch.tensor([2.0, 3.0])),
+        return_exceptions=True,
     )
-    assert all(isinstance(r, RuntimeError) for r in results)
-    torch.testing.assert_close(await batcher.submit(torch.tensor([3.0])), torch.tensor([3.0]))
+    assert isinstance(results[1], RuntimeError)
+    torch.testing.assert_close(results[0], torch.tensor([2.0]))  # as it would be alone
+    torch.testing.assert_close(results[2], torch.tensor([4.0, 6.0]))
+    # One shared pass of 4 rows failed; then each of its three requests ran alone.
+    assert list(batcher.batch_rows) == [4, 1, 1, 2] and batcher.isolated_failures == 1
+    torch.testing.assert_close(await batcher.submit(torch.tensor([3.0])), torch.tensor([6.0]))
     await batcher.aclose()
+
+
+async def test_batcher_checks_each_request_and_never_mixes_row_shapes() -> None:
+    def check(rows: torch.Tensor) -> None:
+        if rows.dtype != torch.float32:
+            raise ValueError("float32 rows only")
+
+    batcher = DynamicBatcher(lambda x: x.sum(dim=1), max_batch=8, max_wait_ms=200.0, check=check)
+    results = await asyncio.gather(
+        batcher.submit(torch.ones(1, 2)),
+        batcher.submit(torch.ones(2, 3)),  # another row shape: its own pass, not a failed cat
+        batcher.submit(torch.ones(1, 2, dtype=torch.int64)),  # refused before it is queued
+        batcher.submit(torch.ones(1, 2) * 2),
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], ValueError) and "float32 rows only" in str(results[2])
+    torch.testing.assert_close(results[0], torch.tensor([2.0]))
+    torch.testing.assert_close(results[1], torch.tensor([3.0, 3.0]))
+    torch.testing.assert_close(results[3], torch.tensor([4.0]))
+    assert sorted(batcher.batch_rows) == [2, 2] and batcher.isolated_failures == 0
+    await batcher.aclose()
+
+
+async def test_core_batchers_refuse_rows_the_towers_cannot_take(core: ClipCore) -> None:
+    assert core.image_batcher is not None and core.text_batcher is not None
+    with pytest.raises(ValueError, match=r"pixels must be floating \(N, 3, 32, 32\)"):
+        await core.aembed_pixels(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 49408\)"):
+        await core.text_batcher.submit(torch.full((1, 16), 10**6, dtype=torch.long))
+    assert core.image_batcher.forward_calls == 0 and core.text_batcher.forward_calls == 0
+    await core.aclose()
+
+
+def test_tokenize_matches_open_clip_with_one_encode_per_text(
+    core: ClipCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = ["short", " ".join(["portrait"] * 40), "a charcoal sketch, of a boy!"]
+    expected = core.loaded.tokenizer(texts)
+    tokenizer = core.loaded.tokenizer
+    encoded: list[str] = []
+    real = tokenizer.encode  # type: ignore[attr-defined]
+
+    def counting(text: str) -> list[int]:
+        encoded.append(text)
+        return list(real(text))
+
+    monkeypatch.setattr(tokenizer, "encode", counting)
+    tokens, truncated = core.tokenize(texts)
+    assert torch.equal(tokens, expected) and truncated == [1]
+    assert encoded == texts  # one BPE pass per text, the truncation report included
+    encoded.clear()
+    _, cut = core.text_embeddings(texts + texts)  # repeated texts: encoded once, reported at each index
+    assert cut == [1, 4] and encoded == texts
+    encoded.clear()
+    assert core.text_embeddings(texts)[1] == [1] and encoded == []  # cache hits keep their report
+
+
+def test_extreme_aspect_ratios_are_cut_before_resizing(core: ClipCore) -> None:
+    normal = noise_image(1, (64, 40))
+    assert core.crop_extreme(normal) is normal  # within 2:1 of the model's square: untouched
+    strip = noise_image(2, (1600, 20))  # open_clip alone would resize it to 2,560 x 32 first
+    cut = core.crop_extreme(strip)
+    assert cut.size == (40, 20)
+    reference = core.loaded.preprocess(strip)
+    torch.testing.assert_close(core.preprocess([strip])[0], reference, atol=0.15, rtol=0)
+    assert (core.preprocess([strip])[0] - reference).abs().mean() < 0.01
