@@ -95,7 +95,10 @@ async def test_no_secret_in_logs_or_job_records(
     # The one logging setup the services use (JSON lines on stdout), as `ganfolk serve` does.
     root = logging.getLogger()
     saved = root.handlers[:], root.level
-    noisy = {name: logging.getLogger(name).level for name in ("nats", "grpc", "botocore", "urllib3", "httpx")}
+    noisy = {
+        name: logging.getLogger(name).level
+        for name in ("nats", "grpc", "botocore", "urllib3", "httpx", "httpx2", "httpcore", "openai")
+    }
     configure_logging("e2e-secrets", "INFO")
     auth = (("authorization", f"Bearer {token}"),)
     try:

@@ -172,5 +172,5 @@ async def test_llm_names_that_do_not_fit_are_reasked(
     result = await core.name("an inquisitive Turkish boy", seed=1, max_attempts=4)
     assert (result.first, result.last) == ("Mehmet", "Kaya")
     assert [r.split(":")[0] for r in result.outcome.rejected] == ["misfit", "misfit"]
-    assert "(a male Turkish name)" in scripted.requests[0]["messages"][-1]["content"]
+    assert "Create a male Turkish name for" in scripted.requests[0]["messages"][-1]["content"]
     assert "notability: offline only" in result.outcome.notes
