@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -95,6 +96,9 @@ def connect_options(settings: Settings) -> dict[str, Any]:
     if settings.nats_password is not None and not settings.nats_user:
         raise ConfigError("GANFOLK_NATS_PASSWORD is set without GANFOLK_NATS_USER: set both")
     if settings.nats_user:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", settings.nats_user):
+            # It is also the user's inbox token (_INBOX.<user>.>), so no dots or wildcards.
+            raise ConfigError("GANFOLK_NATS_USER may hold only letters, digits, '_' and '-'")
         if not settings.nats_password:
             raise ConfigError(f"GANFOLK_NATS_USER={settings.nats_user} needs GANFOLK_NATS_PASSWORD")
         options["user"] = settings.nats_user

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Self
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from ganfolk.runtime import limits
 from ganfolk.runtime.catalog import Stage
@@ -37,6 +37,9 @@ class CoordinatorSettings(Settings):
     coordinator_sweep_interval_s: float = 5.0
     # A job still QUEUED this long after submission gets its first tasks re-published.
     coordinator_stall_s: float = 15.0
+    # Finished jobs stay in the jobs bucket this long, then are archived to the store (Get
+    # still finds them, List no longer lists them); 0 keeps them in the bucket for ever.
+    coordinator_job_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
     coordinator_max_samples: int = limits.MAX_SAMPLES_PER_JOB
     # Events redelivered if the coordinator dies before acking them.
     coordinator_event_ack_wait_s: float = 30.0

@@ -23,6 +23,9 @@
 * The hand-off's writes overlap where order allows: the manifest object is written
   while the new state is computed (the write of the state waits for it), and the new
   tasks, the cancel marker and the snapshot are published together.
+* The sweep reads only active jobs, through an index kept in the jobs bucket, and archives
+  jobs finished longer than the retention ago to the store (:mod:`.retention`); ``Get``
+  reads the archive when the bucket no longer holds a job.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from ganfolk.runtime.errors import NotFound
 from ganfolk.runtime.logs import log_context
 from ganfolk.runtime.storage import ObjectStore
 from ganfolk.v1 import events_pb2, jobs_pb2
-from services.coordinator import outputs, pipeline, review
+from services.coordinator import outputs, pipeline, retention, review
 from services.coordinator.config import CoordinatorSettings
 from services.coordinator.infos import ServiceInfos
 from services.coordinator.names import NameChecker
@@ -71,6 +74,10 @@ class Engine:
         self._recent: OrderedDict[str, jobs_pb2.Job] = OrderedDict()
         # The entries behind ``_recent`` (bytes + revision): where the next update starts.
         self._entries: OrderedDict[str, jetstream.Versioned] = OrderedDict()
+        # When finished jobs were last checked for archiving (time.time()).
+        self._archive_checked = 0.0
+        # Index keys purged by the last archive pass: their markers are erased on the next.
+        self._purged_index_keys: list[str] = []
         self.names = NameChecker(
             settings.text_target(), settings.coordinator_name_check_timeout_s, settings.grpc_auth_token
         )
@@ -80,6 +87,9 @@ class Engine:
     async def start(self) -> None:
         await jetstream.ensure_streams(self.js, self.settings.stream_replicas)
         self.jobs = await jetstream.ensure_kv(self.js, jetstream.JOBS_BUCKET)
+        self.index = retention.JobIndex(self.jobs)
+        await self._index_existing_jobs()
+        self.index.start()
         self.cancels = await jetstream.ensure_kv(self.js, jetstream.CANCEL_BUCKET, history=1)
         self.services = ServiceInfos(await jetstream.ensure_kv(self.js, jetstream.SERVICES_BUCKET, history=1))
         self.services.start()
@@ -104,7 +114,12 @@ class Engine:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A pull subscription left open keeps ``nc.drain()`` waiting for its whole timeout
+        # (a fetch cut short leaves its inbox with an unfinished message): close it first.
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
         await self.services.stop()
+        await self.index.stop()
         await self.names.close()
 
     # ------------------------------------------------------------------ jobs API
@@ -113,10 +128,6 @@ class Engine:
         self, spec: jobs_pb2.JobSpec, idempotency_key: str = "", parent_id: str = ""
     ) -> tuple[jobs_pb2.Job, bool]:
         """Create a job and publish its first tasks; the same key returns the first job."""
-        # A pull subscription left open keeps ``nc.drain()`` waiting for its whole timeout
-        # (a fetch cut short leaves its inbox with an unfinished message): close it first.
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
         pipeline.validate_spec(spec, self.settings.coordinator_max_samples)
         spec = review.with_review_default(spec, await self.services.get())
         if idempotency_key:
@@ -124,6 +135,9 @@ class Engine:
             existing = await jetstream.kv_read(self.jobs, job_id)
             if existing.value is not None:
                 return jobs_pb2.Job.FromString(existing.value), True
+            archived = await self._archived(job_id)
+            if archived is not None:  # the key's job finished long ago: still the same job
+                return archived, True
         else:
             job_id = f"job-{uuid.uuid4().hex[:24]}"
         job = jobs_pb2.Job(
@@ -137,6 +151,8 @@ class Engine:
         job.created_at.CopyFrom(pipeline.now())
         job.updated_at.CopyFrom(job.created_at)
         value = job.SerializeToString()
+        # Indexed before it exists, so that a crash in between leaves the sweep a trace.
+        await self.index.activate(job_id, retention.seconds(job.created_at))
         try:
             revision = await jetstream.kv_cas(self.jobs, job_id, value, 0)
         except KeyWrongLastSequenceError:
@@ -148,13 +164,19 @@ class Engine:
         return job, False
 
     async def get(self, job_id: str) -> jobs_pb2.Job:
-        """The job as stored now; NotFound when there is none."""
+        """The job as stored now, or as archived after its retention; NotFound when there is none."""
         entry = await jetstream.kv_read(self.jobs, job_id) if job_id else None
         if entry is None or entry.value is None:
-            raise NotFound(f"no job {job_id!r}")
+            archived = await self._archived(job_id)
+            if archived is None:
+                raise NotFound(f"no job {job_id!r}")
+            return archived
         job = jobs_pb2.Job.FromString(entry.value)
         self._remember(job, entry)
         return job
+
+    async def _archived(self, job_id: str) -> jobs_pb2.Job | None:
+        return await asyncio.to_thread(retention.read_archive, self.store, job_id)
 
     def _remember(self, job: jobs_pb2.Job, entry: jetstream.Versioned) -> None:
         self._recent[job.job_id] = job
@@ -175,7 +197,10 @@ class Engine:
             yield part
 
     async def list(self, state: int = 0) -> list[jobs_pb2.Job]:
-        jobs = [jobs_pb2.Job.FromString(v) for v in (await jetstream.kv_values(self.jobs)).values()]
+        """The jobs in the bucket, newest first: every active job and those finished within the
+        retention (archived ones are found by id)."""
+        values = await jetstream.kv_values(self.jobs)
+        jobs = [jobs_pb2.Job.FromString(v) for k, v in values.items() if not k.startswith("index.")]
         jobs = [job for job in jobs if not state or job.state == state]
         return sorted(jobs, key=lambda j: (j.created_at.seconds, j.created_at.nanos, j.job_id), reverse=True)
 
@@ -248,6 +273,8 @@ class Engine:
                     jetstream.JOBS_STREAM, subjects_filter=jetstream.job_subject(job_id)
                 )
                 remaining = (info.state.subjects or {}).get(jetstream.job_subject(job_id), 0)
+                if not remaining:  # archived after its snapshots expired: the final state
+                    yield jobs_pb2.WatchResponse(job=job)
                 for _ in range(remaining):
                     msg = await sub.next_msg(timeout=5)
                     yield jobs_pb2.WatchResponse.FromString(msg.data)
@@ -284,8 +311,15 @@ class Engine:
 
         async def apply(value: bytes | None) -> bytes | None:
             if value is None:
-                raise NotFound(f"no job {job_id!r}")
+                archived = await self._archived(job_id)
+                if archived is None:
+                    raise NotFound(f"no job {job_id!r}")
+                # Archived jobs are final: ``mutate`` may still refuse (a review), a change is dropped.
+                mutate(archived)
+                result["job"], result["step"], result["was"] = archived, None, archived.state
+                return None
             job = jobs_pb2.Job.FromString(value)
+            result["was"] = job.state
             step = mutate(job)
             result["job"], result["step"] = job, step
             if ready is not None:
@@ -309,6 +343,8 @@ class Engine:
         if job.state in (S.JOB_STATE_CANCELLED, S.JOB_STATE_FAILED, S.JOB_STATE_REJECTED):
             # Workers check this before and during tasks: nothing more runs for the job.
             publishes.append(self.cancels.put(job_id, job.error.encode() or b"stopped"))
+        if job.state in pipeline.TERMINAL and result["was"] not in pipeline.TERMINAL:
+            publishes.append(self.index.finished(job_id, retention.seconds(job.updated_at)))
         publishes.append(
             self._publish_job(job, shown() or jobs_pb2.JobEvent(stage=job.stage, percent=job.percent))
         )
@@ -440,10 +476,14 @@ class Engine:
                 await self._sweep_once()
             except Exception:
                 log.exception("sweep failed")
+            try:
+                await self._archive_finished()
+            except Exception:
+                log.exception("archiving finished jobs failed")
 
     async def _sweep_once(self) -> None:
         now_s = time.time()
-        for job in await self.list():
+        for job in await self._active_jobs(now_s):
             if (
                 job.state == S.JOB_STATE_QUEUED
                 and now_s - job.created_at.ToSeconds() > self.settings.coordinator_stall_s
@@ -467,6 +507,72 @@ class Engine:
                 return pipeline.Advance([], [])
 
             await self._update(job.job_id, mutate, _event(stage, error))
+
+    # ------------------------------------------------------------------ index and retention
+
+    async def _active_jobs(self, now_s: float) -> builtins.list[jobs_pb2.Job]:
+        """The jobs that are not terminal, read through the active index (never every job).
+
+        Repairs what a crash left: an entry whose job was never created is dropped after the
+        stall time, and a terminal job still indexed as active moves to the done entries.
+        """
+        found = []
+        for job_id, submitted in (await self.index.active()).items():
+            entry = await jetstream.kv_read(self.jobs, job_id)
+            if entry.value is None:
+                if now_s - submitted > self.settings.coordinator_stall_s:
+                    await self.index.forget(job_id)
+                continue
+            job = jobs_pb2.Job.FromString(entry.value)
+            if job.state in pipeline.TERMINAL:
+                await self.index.finished(job_id, retention.seconds(job.updated_at))
+                continue
+            found.append(job)
+        return found
+
+    async def _archive_finished(self) -> None:
+        """Archive the jobs finished longer than the retention ago (0: keep them all)."""
+        keep_s = self.settings.coordinator_job_retention_s
+        now_s = time.time()
+        if not keep_s or now_s - self._archive_checked < min(retention.ARCHIVE_EVERY_S, keep_s):
+            return
+        self._archive_checked = now_s
+        # Markers of the entries the last pass purged: every mirror has seen them by now.
+        erased, self._purged_index_keys = self._purged_index_keys, []
+        await retention.erase(self.js, self.jobs, erased)
+        for job_id, finished in (await self.index.done()).items():
+            if finished + keep_s <= now_s:
+                await self._archive(job_id)
+
+    async def _archive(self, job_id: str) -> None:
+        """Write the job's final record to the store, then remove it from the bucket."""
+        entry = await jetstream.kv_read(self.jobs, job_id)
+        if entry.value is not None:
+            job = jobs_pb2.Job.FromString(entry.value)
+            if job.state not in pipeline.TERMINAL:  # cannot happen: terminal states are final
+                log.error("job indexed as finished is %s; left in place", S.JobState.Name(job.state))
+                return
+            record = retention.archive_record(job)
+            await asyncio.to_thread(self.store.put, retention.archive_key(job_id), record, "application/json")
+            try:
+                # Only the revision archived: a job changed meanwhile waits for the next pass.
+                await self.jobs.delete(job_id, last=entry.revision)
+            except Exception as exc:
+                log.info("job changed while archiving (%s); next pass", exc, extra={"job_id": job_id})
+                return
+            # Every revision and the delete marker: a bucket that only marks grows forever.
+            await retention.erase(self.js, self.jobs, [job_id])
+            log.info("job archived", extra={"job_id": job_id, "key": retention.archive_key(job_id)})
+        self._recent.pop(job_id, None)
+        self._entries.pop(job_id, None)
+        await self.index.forget(job_id)
+        self._purged_index_keys += [retention.ACTIVE + job_id, retention.DONE + job_id]
+
+    async def _index_existing_jobs(self) -> None:
+        """Index the jobs of a bucket written before the index existed (once per bucket)."""
+        indexed = await self.index.index_bucket()
+        if indexed:
+            log.info("indexed the jobs bucket", extra={"jobs": indexed})
 
 
 def _event(stage: int, message: str) -> Callable[[], jobs_pb2.JobEvent]:

@@ -100,6 +100,10 @@ def test_password_without_user_names_the_variable() -> None:
         jetstream.connect_options(Settings(nats_password=SecretStr("secret")))
     with pytest.raises(ConfigError, match="GANFOLK_NATS_PASSWORD"):
         jetstream.connect_options(Settings(nats_user="text"))
+    with pytest.raises(ConfigError, match="GANFOLK_NATS_USER may hold only"):
+        jetstream.connect_options(Settings(nats_user="a.>", nats_password=SecretStr("x")))
+    options = jetstream.connect_options(Settings(nats_user="text", nats_password=SecretStr("pw")))
+    assert options == {"user": "text", "password": "pw", "inbox_prefix": "_INBOX.text"}
 
 
 async def test_anonymous_and_wrong_password_are_refused(nats_auth_server: AuthNatsServer) -> None:
