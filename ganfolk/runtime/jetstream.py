@@ -241,10 +241,12 @@ class KvMirror(Generic[V]):
     ``decode=None`` mirrors keys only (the watch carries no values).
     """
 
-    def __init__(self, kv: KeyValue, decode: Callable[[bytes], V] | None, what: str) -> None:
+    def __init__(self, kv: KeyValue, decode: Callable[[bytes], V] | None, what: str, keys: str = ">") -> None:
         self.kv = kv
         self._decode = decode
         self._what = what
+        # The keys mirrored (a KV wildcard): a bucket may hold more than one kind of entry.
+        self._keys = keys
         self._entries: dict[str, V] = {}
         self._current = False
         self._task: asyncio.Task[None] | None = None
@@ -278,7 +280,7 @@ class KvMirror(Generic[V]):
 
     async def _watch(self) -> None:
         keys_only = self._decode is None
-        watcher = await self.kv.watchall(meta_only=keys_only)
+        watcher = await self.kv.watch(self._keys, meta_only=keys_only)
         try:
             fresh: dict[str, V] = {}
             async for entry in watcher:
