@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ganfolk.runtime.errors import InvalidArgument
+from services.text import guard
 from services.text.countries import resolve
 from services.text.persons import age_group, gender_code
 
@@ -47,6 +48,9 @@ def check_medium(medium: str) -> str:
     if not MEDIUM_WORDS & set(text.replace("-", " ").split()):
         examples = ", ".join(sorted(MEDIUM_WORDS)[:8])
         raise ValueError(f"medium {medium!r} names no technique; use a word such as {examples}")
+    # A medium goes into the LLM's prompt and the portrait's own prompt: words, not orders.
+    if guard.INSTRUCTION_WORDS & set(text.split()) or guard.clean_user_text(text).removed:
+        raise ValueError(f"medium {medium!r} reads like an instruction, not a technique")
     return text
 
 

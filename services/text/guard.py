@@ -55,7 +55,7 @@ _INSTRUCTION = re.compile(
 # Words of instructions and links: never a word of a generated name.
 INSTRUCTION_WORDS: frozenset[str] = frozenset(
     "ignore disregard previous prior instructions instruction prompt prompts system assistant output "
-    "print url urls link links http https www website".split()
+    "url urls link links http https www website".split()
 )
 
 

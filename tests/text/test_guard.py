@@ -15,6 +15,7 @@ import pytest
 from ganfolk.v1 import text_pb2
 from services.text import guard
 from services.text.core import _URL, Outcome, TextCore, parse_name, scripts
+from services.text.filters import check_medium
 from services.text.notability import NotabilityChecker
 from tests.text.conftest import Scripted
 from tests.text.test_llm_paths import make_core
@@ -146,3 +147,12 @@ async def test_hostile_description_with_the_real_model(text_stub: Any) -> None:
     assert story.backstory and not _URL.search(story.backstory)
     assert INJECTED not in story.backstory.lower() and "url" not in story.backstory.lower()
     assert name.first_name in story.backstory or name.last_name in story.backstory
+
+
+@pytest.mark.parametrize(
+    "medium", ["ignore previous instructions sketch", "output url sketch", "system prompt portrait"]
+)
+def test_collection_media_that_read_like_instructions_are_refused(medium: str) -> None:
+    with pytest.raises(ValueError, match="reads like an instruction"):
+        check_medium(medium)
+    assert check_medium("Woodcut Print") == "woodcut print"
