@@ -508,3 +508,37 @@ def test_nats_auth_sync_brings_stale_copies_in_step(copy: Path) -> None:
     assert (copy / "deploy/nats/auth.conf").read_text() == (REPO / "deploy/nats/auth.conf").read_text()
     assert (copy / "k8s/base/nats.yaml").read_text() == (REPO / "k8s/base/nats.yaml").read_text()
     assert nats_auth.sync(copy) == []
+
+
+def _compose_nats(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """deploy/nats as Compose runs it (on a free loopback port), passwords in its environment."""
+    from tests.fixtures.nats import free_port, wait_port
+
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    shutil.copytree(REPO / "deploy" / "nats", tmp_path / "etc")
+    conf = tmp_path / "etc" / "nats.conf"
+    port = free_port()
+    text = conf.read_text().replace("port: 4222", f"port: {port}\nhost: 127.0.0.1")
+    conf.write_text(text.replace("http_port: 8222\n", "").replace("/data", str(tmp_path / "data")))
+    env = {"PATH": os.environ["PATH"]}
+    env |= {nats_auth.password_variable(u): f"pw-{u}" for u in nats_auth.nats_users()}
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_port(port)
+    return proc, f"nats://127.0.0.1:{port}"
+
+
+async def test_compose_nats_logs_services_in_with_the_passwords_from_its_environment(tmp_path: Path) -> None:
+    import nats
+
+    proc, url = _compose_nats(tmp_path)
+    try:
+        nc = await nats.connect(url, user="stylegan", password="pw-stylegan", allow_reconnect=False)
+        assert nc.is_connected
+        await nc.close()
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(15)
