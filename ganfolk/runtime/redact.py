@@ -112,7 +112,8 @@ def shown(value: Any, name: str = "", limit: int = 80) -> str:
     every setting), is not shown at all."""
     if isinstance(value, dict | list | tuple | set):
         return "a collection of values"
-    if isinstance(value, SecretStr) or _SECRET_PARAM.search(name):
+    # A key file's path is what to fix and no secret; the key itself is.
+    if isinstance(value, SecretStr) or (_SECRET_PARAM.search(name) and not name.endswith(("_file", "_dir"))):
         return MASK
     text = redact(str(value))
     if len(text) > limit:

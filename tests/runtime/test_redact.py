@@ -73,6 +73,7 @@ def test_settings_error_does_not_echo_credentials(monkeypatch: pytest.MonkeyPatc
     # A value that is not a URL is shown (it is what to fix), redacted if it is a known secret.
     assert "sk-attempts-55aa" in message
     assert redact.shown("sk-attempts-55aa", name="text_llm_api_key") == "***"
+    assert redact.shown("/etc/tls/key.pem", name="tls_key_file") == "'/etc/tls/key.pem'"
 
 
 def test_store_url_errors_and_provenance_keep_no_credentials() -> None:
