@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from ganfolk.runtime.redact import redact
 from ganfolk.runtime.storage import IntegrityError, ObjectNotFound
 
 
@@ -92,7 +93,9 @@ def classify(exc: BaseException) -> Classified:
 
 
 def describe(exc: BaseException) -> str:
+    """The text of a failure as callers and job records see it (gRPC details, a task's
+    failure reason): a configured secret or URL credential in it is masked."""
     text = str(exc) or type(exc).__name__
     if isinstance(exc, KeyError) and exc.args:
         text = str(exc.args[0])
-    return text
+    return redact(text)

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from ganfolk.runtime import redact
+from ganfolk.runtime.errors import describe
 from ganfolk.runtime.logs import JsonFormatter
 from ganfolk.runtime.models import model_ref
 from ganfolk.runtime.settings import ConfigError, load_settings
@@ -87,3 +88,9 @@ def test_store_url_errors_and_provenance_keep_no_credentials() -> None:
 def test_short_values_are_not_registered() -> None:
     redact.register("abc")
     assert redact.redact("abc def") == "abc def"
+
+
+def test_failure_text_for_callers_and_job_records_is_masked() -> None:
+    redact.register("sk-failure-8d8d8d")
+    exc = RuntimeError("upstream said: bad key sk-failure-8d8d8d for https://u:p4ss@h/v1")
+    assert describe(exc) == "upstream said: bad key *** for https://***@h/v1"
