@@ -28,7 +28,7 @@ from PIL import Image
 
 from ganfolk.runtime.hashing import file_sha256
 
-from .rrdbnet import RRDBNet, RRDBNetConfig, load_rrdbnet, upscale_tiled
+from .rrdbnet import RRDBNet, RRDBNetConfig, load_rrdbnet, upscale_tiled_uint8
 
 __all__ = [
     "BackendUnavailable",
@@ -94,7 +94,7 @@ class LanczosBackend:
 class TorchRRDBNetBackend:
     """Our PyTorch RRDBNet port; weights from a Real-ESRGAN ``.pth`` (:meth:`from_path`).
 
-    ``tile`` / ``overlap`` bound memory (see :func:`upscale_tiled`); the device is the
+    ``tile`` / ``overlap`` bound memory (see :func:`~.rrdbnet.upscale_tiled`); the device is the
     caller's choice (``from_path(..., device="cuda")``); ``half=True`` runs float16 on CUDA.
     """
 
@@ -178,11 +178,9 @@ class TorchRRDBNetBackend:
     def upscale(self, img: np.ndarray, scale: int = 4) -> np.ndarray:
         img = check_rgb_uint8(img)
         _check_scale(scale, (self.scale,), self.name)
-        x = torch.from_numpy(img.astype(np.float32) / np.float32(255.0)).permute(2, 0, 1).unsqueeze(0)
         with self._lock:
-            y = upscale_tiled(self.model, x, tile=self.tile, overlap=self.overlap)
-        y = y.squeeze(0).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
-        return y.permute(1, 2, 0).contiguous().numpy()
+            # Tiles go straight into a uint8 output: no full-resolution float copy of the result.
+            return upscale_tiled_uint8(self.model, img, tile=self.tile, overlap=self.overlap)
 
 
 def _ncnn_import() -> Any:

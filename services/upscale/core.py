@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +71,40 @@ class Finisher:
     def run(
         self, img: np.ndarray, params: FinishParams, backend: str
     ) -> tuple[np.ndarray, dict[str, object]]:
-        return finish(img, params, self.backend(backend))
+        """Finish one image with the named backend; freed memory goes back to the system after it."""
+        try:
+            return finish(img, params, self.backend(backend))
+        finally:
+            release_freed_memory()
+
+
+def _load_malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None under another C library."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last job back to the system (glibc ``malloc_trim``; else a no-op).
+
+    A finish job allocates tile-sized feature maps (tens of MiB at 256 px tiles) from whichever
+    thread runs it. glibc keeps what such a job frees in that thread's arena for reuse rather
+    than returning it, and jobs land on different worker threads, so each thread's arena kept
+    a job's worth: measured with a one-block RRDBNet on 384 px inputs, RSS grew 436 → 628 MiB
+    over four jobs without this and stayed at 280 MiB with it. The trim costs milliseconds
+    against a job of seconds.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def load_finisher(settings: UpscaleSettings) -> Finisher:

@@ -13,11 +13,12 @@ channels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +33,7 @@ __all__ = [
     "load_rrdbnet",
     "pixel_unshuffle",
     "upscale_tiled",
+    "upscale_tiled_uint8",
 ]
 
 # Residual scaling used inside the dense blocks and around each RRDB.
@@ -170,7 +172,8 @@ class ResidualDenseBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
-            features.append(F.leaky_relu(conv(torch.cat(features, 1)), _LRELU_SLOPE))
+            # In place on the conv's fresh output: one feature map less alive at a time.
+            features.append(F.leaky_relu(conv(torch.cat(features, 1)), _LRELU_SLOPE, inplace=True))
         out = self.conv5(torch.cat(features, 1))
         return out * _RESIDUAL_SCALE + x
 
@@ -220,9 +223,16 @@ class RRDBNet(nn.Module):
         feat = pixel_unshuffle(x, factor) if factor > 1 else x
         feat = self.conv_first(feat)
         feat = feat + self.conv_body(self.body(feat))
-        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), _LRELU_SLOPE)
-        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), _LRELU_SLOPE)
-        return self.conv_last(F.leaky_relu(self.conv_hr(feat), _LRELU_SLOPE))
+        # The activations run in place on each conv's fresh output: at 4x the input size these maps
+        # are the largest tensors of the pass (64 channels), and a copy of each would double the peak.
+        up = F.interpolate(feat, scale_factor=2, mode="nearest")
+        feat = F.leaky_relu(self.conv_up1(up), _LRELU_SLOPE, inplace=True)
+        up = F.interpolate(feat, scale_factor=2, mode="nearest")
+        del feat
+        feat = F.leaky_relu(self.conv_up2(up), _LRELU_SLOPE, inplace=True)
+        del up
+        feat = F.leaky_relu(self.conv_hr(feat), _LRELU_SLOPE, inplace=True)
+        return self.conv_last(feat)
 
 
 def _describe_keys(keys: list[str], limit: int = 12) -> str:
@@ -309,7 +319,64 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-@torch.no_grad()
+def _tiles(
+    model: nn.Module, x: torch.Tensor, tile: int, overlap: int
+) -> Iterator[tuple[tuple[int, int, int, int], int, torch.Tensor]]:
+    """Run ``model`` cell by cell: yields ((y0, y1, x0, x1) of the cell in ``x``, scale, its output).
+
+    Coordinates past ``x``'s size belong to the padding added for unshuffling models; the
+    caller crops them. Each output is the cell alone, on the model's device and in its dtype.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"upscale_tiled expects (N, C, H, W), got shape {tuple(x.shape)}")
+    if tile < 1 or overlap < 0:
+        raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
+    device, dtype = _model_device_dtype(model)
+    multiple = int(getattr(model, "input_multiple", 1))
+    h, w = x.shape[-2:]
+    if h == 0 or w == 0:
+        raise ValueError(f"cannot upscale an empty image of size {h}x{w}")
+    tile = _round_up(tile, multiple)
+    overlap = _round_up(overlap, multiple)
+    ph, pw = _round_up(h, multiple) - h, _round_up(w, multiple) - w
+    src = x
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        src = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return _run_tiles(model, src, tile, overlap, device, dtype)
+
+
+def _run_tiles(
+    model: nn.Module, src: torch.Tensor, tile: int, overlap: int, device: torch.device, dtype: torch.dtype
+) -> Iterator[tuple[tuple[int, int, int, int], int, torch.Tensor]]:
+    H, W = src.shape[-2:]
+    if H <= tile and W <= tile:  # one tile: no context to add
+        out = model(src.to(device=device, dtype=dtype))
+        yield (0, H, 0, W), out.shape[-1] // W, out
+        return
+    scale = 0
+    for y0 in range(0, H, tile):
+        y1 = min(y0 + tile, H)
+        for x0 in range(0, W, tile):
+            x1 = min(x0 + tile, W)
+            py0, py1 = max(y0 - overlap, 0), min(y1 + overlap, H)
+            px0, px1 = max(x0 - overlap, 0), min(x1 + overlap, W)
+            result = model(src[..., py0:py1, px0:px1].to(device=device, dtype=dtype))
+            if not scale:
+                scale = result.shape[-1] // (px1 - px0)
+                if scale < 1 or result.shape[-1] != scale * (px1 - px0):
+                    raise ValueError(
+                        f"model output width {result.shape[-1]} is no integer multiple of its input "
+                        f"width {px1 - px0}"
+                    )
+            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+            cell = result[..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale]
+            del result
+            yield (y0, y1, x0, x1), scale, cell
+            del cell  # the next tile's pass need not wait beside this one's output
+
+
+@torch.no_grad()  # not inference_mode: callers may update the result in place
 def upscale_tiled(model: nn.Module, x: torch.Tensor, tile: int = 256, overlap: int = 16) -> torch.Tensor:
     """Run ``model`` on ``x`` (N, C, H, W) tile by tile so memory is bounded by the tile size.
 
@@ -323,54 +390,44 @@ def upscale_tiled(model: nn.Module, x: torch.Tensor, tile: int = 256, overlap: i
     Models that pixel-unshuffle (``input_multiple`` > 1) get reflect-padded input
     and the padding is cropped from the output.
     """
-    if x.ndim != 4:
-        raise ValueError(f"upscale_tiled expects (N, C, H, W), got shape {tuple(x.shape)}")
-    if tile < 1 or overlap < 0:
-        raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
-    device, dtype = _model_device_dtype(model)
-    multiple = int(getattr(model, "input_multiple", 1))
+    tiles = _tiles(model, x, tile, overlap)  # checks x's shape and the arguments
     n, _, h, w = x.shape
-    if h == 0 or w == 0:
-        raise ValueError(f"cannot upscale an empty image of size {h}x{w}")
-    tile = _round_up(tile, multiple)
-    overlap = _round_up(overlap, multiple)
-    ph, pw = _round_up(h, multiple) - h, _round_up(w, multiple) - w
-    src = x
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        src = F.pad(x, (0, pw, 0, ph), mode=mode)
-    H, W = src.shape[-2:]
+    multiple = int(getattr(model, "input_multiple", 1))
+    out: torch.Tensor | None = None
+    scale = 1
+    for (y0, y1, x0, x1), scale, cell in tiles:
+        if out is None:  # sized for the padded input; the padding is cropped below
+            hp, wp = _round_up(h, multiple) * scale, _round_up(w, multiple) * scale
+            out = torch.empty((n, cell.shape[1], hp, wp), dtype=x.dtype, device=x.device)
+        out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = cell.to(device=x.device, dtype=x.dtype)
+    assert out is not None
+    return out[..., : h * scale, : w * scale]
 
-    def run(region: torch.Tensor) -> torch.Tensor:
-        return model(region.to(device=device, dtype=dtype))
 
-    if H <= tile and W <= tile:
-        out = run(src).to(device=x.device, dtype=x.dtype)
-        scale = out.shape[-1] // W
-        return out[..., : h * scale, : w * scale]
+@torch.inference_mode()
+def upscale_tiled_uint8(model: nn.Module, img: np.ndarray, tile: int = 256, overlap: int = 16) -> np.ndarray:
+    """:func:`upscale_tiled` of an RGB ``uint8`` (H, W, C) image, returned as ``uint8`` (H*s, W*s, C).
 
-    out_full: torch.Tensor | None = None
-    scale = 0
-    for y0 in range(0, H, tile):
-        y1 = min(y0 + tile, H)
-        for x0 in range(0, W, tile):
-            x1 = min(x0 + tile, W)
-            py0, py1 = max(y0 - overlap, 0), min(y1 + overlap, H)
-            px0, px1 = max(x0 - overlap, 0), min(x1 + overlap, W)
-            result = run(src[..., py0:py1, px0:px1])
-            if out_full is None:
-                scale = result.shape[-1] // (px1 - px0)
-                if scale < 1 or result.shape[-1] != scale * (px1 - px0):
-                    raise ValueError(
-                        f"model output width {result.shape[-1]} is no integer multiple of its input "
-                        f"width {px1 - px0}"
-                    )
-                out_full = torch.empty(
-                    (n, result.shape[1], H * scale, W * scale), dtype=x.dtype, device=x.device
-                )
-            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out_full[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = result[
-                ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
-            ].to(device=x.device, dtype=x.dtype)
-    assert out_full is not None
-    return out_full[..., : h * scale, : w * scale]
+    Each cell's output is rounded to ``uint8`` and pasted into one preallocated output as it
+    comes, so no full-resolution float image is ever held: at 2,048 px that would be 48 MiB
+    per copy, and converting it took four. The values equal rounding :func:`upscale_tiled`'s
+    float output (clamped to [0, 1], times 255, rounded half to even).
+    """
+    if img.dtype != np.uint8 or img.ndim != 3:
+        raise ValueError(f"expected a uint8 (H, W, C) image, got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    out: np.ndarray | None = None
+    for (y0, y1, x0, x1), scale, cell in _tiles(model, x, tile, overlap):
+        if out is None:
+            out = np.empty((h * scale, w * scale, cell.shape[1]), dtype=np.uint8)
+        # Cells of the unshuffle padding reach past the image: keep only what lies inside it.
+        yh, xw = min(y1, h) - y0, min(x1, w) - x0
+        if yh <= 0 or xw <= 0:
+            continue
+        part = cell[0, :, : yh * scale, : xw * scale].float().clamp_(0.0, 1.0).mul_(255.0).round_()
+        out[y0 * scale : (y0 + yh) * scale, x0 * scale : (x0 + xw) * scale] = (
+            part.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        )
+    assert out is not None
+    return out

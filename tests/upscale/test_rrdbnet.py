@@ -6,13 +6,14 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ganfolk.runtime.hashing import file_sha256
 from services.upscale import RRDBNetConfig, load_rrdbnet
-from services.upscale.rrdbnet import RRDBNet, pixel_unshuffle, upscale_tiled
+from services.upscale.rrdbnet import RRDBNet, pixel_unshuffle, upscale_tiled, upscale_tiled_uint8
 from tests.fixtures import golden
 
 GOLDEN = golden.GOLDEN
@@ -230,3 +231,15 @@ def test_tiled_keeps_dtype_and_rejects_bad_args() -> None:
         upscale_tiled(model, torch.rand(3, 10, 10))
     with pytest.raises(ValueError, match="tile must be"):
         upscale_tiled(model, x, tile=0)
+
+
+@pytest.mark.parametrize(("scale", "size", "tile"), [(4, (37, 50), 16), (4, (20, 20), 64), (2, (21, 27), 8)])
+def test_uint8_tiles_equal_the_rounded_float_output(scale: int, size: tuple[int, int], tile: int) -> None:
+    """Tiles pasted straight into a uint8 image give the pixels of the float path, rounded."""
+    model = _random_model(RRDBNetConfig(3, 3, 8, 1, 4, scale), seed=scale)
+    img = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    x = torch.from_numpy(img.astype(np.float32) / np.float32(255.0)).permute(2, 0, 1).unsqueeze(0)
+    want = upscale_tiled(model, x, tile=tile, overlap=8)[0].clamp(0, 1).mul(255).round().to(torch.uint8)
+    got = upscale_tiled_uint8(model, img, tile=tile, overlap=8)
+    assert got.dtype == np.uint8 and got.shape == (size[0] * scale, size[1] * scale, 3)
+    assert np.array_equal(got, want.permute(1, 2, 0).numpy())
