@@ -122,6 +122,12 @@ async def test_no_secret_in_logs_or_job_records(
                 await stub.List(jobs_pb2.ListRequest())
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the token is in force
             job, answers = await run_job(stub, job_spec(), auth)
+            calls = len(llm.requests)
+            # An endpoint that refuses the key and echoes it back, as some do: the job fails,
+            # and its error names the endpoint and the status, not the key.
+            llm.play(("error", 401, f"invalid api key {llm_key} (basic auth user:{llm_password})"))
+            failed, more = await run_job(stub, job_spec(mint=False, seed=6), auth)
+            answers += more
             outputs = [
                 o async for o in stub.GetOutputs(S.GetOutputsRequest(job_id=job.job_id), metadata=auth)
             ]
@@ -135,8 +141,10 @@ async def test_no_secret_in_logs_or_job_records(
     logs = capsys.readouterr().out
 
     assert job.state == S.JOB_STATE_SUCCEEDED, job.error
+    assert failed.state == S.JOB_STATE_FAILED and "HTTP 401" in failed.error, failed.error
+    assert "invalid api key ***" in failed.error
     assert (job.first_name, job.last_name) == tuple(NAME.split()) and job.backstory == STORY  # from the LLM
-    assert len(llm.requests) >= 3  # the failed call, the name, the backstory
+    assert calls >= 3 and llm.requests  # the failed call, the name, the backstory; the refused one
     assert any(o.name == "manifest" for o in outputs)
     text = next(p for p in job.provenance if p.service == "text")
     assert text.models[0].source == f"http://***@127.0.0.1:{llm.server.server_address[1]}/v1"

@@ -68,7 +68,8 @@ async def text_stub(local_llm: LocalLLM, tmp_path_factory: pytest.TempPathFactor
 class Scripted:
     """An OpenAI-compatible /v1/chat/completions on loopback that plays a script.
 
-    Each step is a string (the answer), an int (an HTTP error status), ``("sleep", s)`` (answer
+    Each step is a string (the answer), an int (an HTTP error status), ``("error", status,
+    message)``, ``("sleep", s)`` (answer
     late), ``("raw", body)`` or a function of the request body that returns the answer (a model
     that reacts to what it is sent); the last step repeats. ``requests`` records the JSON bodies.
     """
@@ -93,7 +94,10 @@ class Scripted:
                 if isinstance(step, tuple) and step[0] == "sleep":
                     time.sleep(step[1])
                     step = "Larissa Moura"
-                if isinstance(step, int):
+                if isinstance(step, tuple) and step[0] == "error":  # ("error", status, message)
+                    payload = json.dumps({"error": {"message": step[2], "type": "x"}}).encode()
+                    self.send_response(step[1])
+                elif isinstance(step, int):
                     payload = json.dumps({"error": {"message": f"scripted {step}", "type": "x"}}).encode()
                     self.send_response(step)
                 elif isinstance(step, tuple) and step[0] == "raw":
