@@ -39,5 +39,5 @@ class ClipSettings(Settings):
     clip_max_prefix_images: int = Field(10_000, ge=1)
     # Images decoded at once while ranking; memory stays bounded by this, not by the image count.
     clip_rank_chunk: int = Field(64, ge=1, le=4096)
-    # Parallel image reads from the store within a chunk.
+    # Images read from the store and decoded at once, across all requests of the process.
     clip_read_concurrency: int = Field(8, ge=1, le=256)

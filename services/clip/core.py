@@ -100,6 +100,7 @@ class ClipCore:
         self._mean = torch.tensor(cfg["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(cfg["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.cache = TextCache(settings.clip_text_cache_size)
+        self._read_gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self.image_batcher: DynamicBatcher | None = None
         self.text_batcher: DynamicBatcher | None = None
         if settings.clip_dynamic_batching:
@@ -343,6 +344,18 @@ class ClipCore:
     async def aembed_images(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         pixels = await asyncio.to_thread(self._pixels, images)
         return await self.aembed_pixels(pixels)
+
+    def read_gate(self) -> asyncio.Semaphore:
+        """The gate on reading and decoding images, shared by every request of this event loop.
+
+        Shared, so that at most GANFOLK_CLIP_READ_CONCURRENCY decoded images (up to
+        GANFOLK_CLIP_MAX_IMAGE_PIXELS each) are held at once in the whole process, however
+        many requests arrive together: a per-request gate let memory grow with the callers.
+        """
+        loop = asyncio.get_running_loop()
+        if self._read_gate is None or self._read_gate[0] is not loop:
+            self._read_gate = (loop, asyncio.Semaphore(self.settings.clip_read_concurrency))
+        return self._read_gate[1]
 
     async def aclose(self) -> None:
         for batcher in (self.image_batcher, self.text_batcher):

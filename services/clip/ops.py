@@ -160,7 +160,7 @@ def _load_one(
 async def _load_chunk(
     core: ClipCore, store: ObjectStore, sources: Sequence[_Source], settings: ClipSettings
 ) -> tuple[torch.Tensor, list[common_pb2.ImageRef]]:
-    gate = asyncio.Semaphore(settings.clip_read_concurrency)
+    gate = core.read_gate()
 
     async def one(s: _Source) -> tuple[torch.Tensor, common_pb2.ImageRef]:
         async with gate:

@@ -167,3 +167,36 @@ async def test_memory_stays_bounded_under_repeated_bad_input(tiny: Tiny, tmp_pat
             rss.append(process_memory()["rss"])
     print("RSS per round (MiB):", [round(r / MiB) for r in rss])
     assert rss[9] - rss[2] < 32 * MiB, [round(r / MiB) for r in rss]
+
+
+async def test_decoding_is_gated_across_concurrent_requests(
+    tiny: Tiny, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many requests arrive together, at most READ_CONCURRENCY images are decoded at once."""
+    from services.clip import ops
+
+    real = ops.read_image_sync
+    lock = threading.Lock()
+    active, most = [0], [0]
+
+    def counting(*args: object, **kwargs: object) -> object:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.02)  # long enough for the requests' reads to overlap if they could
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(ops, "read_image_sync", counting)
+    env = tiny.env(clip_read_concurrency=2)
+    async with serving(SERVICE, worker_enabled=False, store_url=str(tmp_path), **env) as (_, channel):
+        stub = clip_pb2_grpc.ClipServiceStub(channel)
+        images = [common_pb2.ImageRef(inline_data=png_bytes(noise_image(i))) for i in range(4)]
+        replies = await asyncio.gather(
+            *(stub.EmbedImages(clip_pb2.EmbedImagesRequest(images=images), timeout=60) for _ in range(4))
+        )
+    assert all(len(r.embeddings) == 4 for r in replies)
+    assert most[0] == 2
