@@ -345,9 +345,15 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, history: int) -> KeyValu
 
 @dataclass(frozen=True)
 class StagePolicy:
-    """Delivery policy of a stage's consumer: set on the consumer, not in model code."""
+    """Delivery policy of a stage's consumer: set on the consumer, not in model code.
 
-    ack_wait: float = 60.0
+    ``ack_wait`` only bounds how long a *dead* worker holds a task: a live one heartbeats
+    (``in_progress()``) every ``heartbeat_interval``, a third of the ack wait unless set, so
+    a long task is never redelivered while its worker runs, and a killed worker's task goes
+    to another replica about ``ack_wait`` after the last heartbeat.
+    """
+
+    ack_wait: float = 30.0
     max_deliver: int = 5
     # Delays for nak() after a transient failure, by attempt (last value repeats).
     retry_delays: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)
@@ -356,6 +362,7 @@ class StagePolicy:
     # Tasks one process runs at once.
     concurrency: int = 1
     fetch_timeout: float = 2.0
+    # Seconds between heartbeats; None: a third of ack_wait (three chances before a redelivery).
     heartbeat: float | None = None
 
     def __post_init__(self) -> None:
@@ -371,6 +378,7 @@ class StagePolicy:
 
     @property
     def heartbeat_interval(self) -> float:
+        """Seconds between ``in_progress()`` heartbeats of a running task."""
         return self.heartbeat or max(self.ack_wait / 3.0, 0.2)
 
 

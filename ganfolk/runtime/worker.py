@@ -8,8 +8,10 @@ protobuf messages. The loop owns delivery semantics so that no handler has to:
   id as message id, so a redelivered task's second result is dropped by JetStream);
 * ``in_progress()`` heartbeats while a handler runs, so long work is not redelivered;
 * transient failure -> ``nak(delay)``; bad input, or the last attempt -> ``term()`` and a
-  copy on the dead-letter subject; a task whose worker died ``max_deliver`` times is moved
-  to the dead-letter subject from the server's max-deliveries advisory;
+  copy on the dead-letter subject; either way the failure event is published (retried
+  across a broker restart) before the task is settled, so no failure is lost; a task
+  whose worker died ``max_deliver`` times is moved to the dead-letter subject from the
+  server's max-deliveries advisory;
 * on stop: no new fetches, in-flight tasks finish within the grace period or are nak'ed
   for immediate redelivery elsewhere, then the connection is drained.
 """
@@ -272,34 +274,41 @@ class StageWorker:
             if await ctx.cancelled():
                 await self._skip_cancelled(msg, meta, attempt)
                 return
+            # Heartbeats go on until the task is settled: publishing its outcome may wait out a
+            # broker restart, and the task must not be redelivered meanwhile.
             heartbeat = asyncio.create_task(self._heartbeat(msg))
             try:
-                response = await self.handler.handle(request, ctx)
-            except TaskCancelled:
-                heartbeat.cancel()
-                await self._skip_cancelled(msg, meta, attempt)
-                return
-            except Exception as exc:
-                heartbeat.cancel()
-                await self._failed(msg, meta, attempt, exc)
-                metrics.TASK_DURATION.labels(stage, "failed").observe(time.perf_counter() - start)
-                return
+                await self._run_handler(msg, request, ctx, start)
             finally:
                 heartbeat.cancel()
-            result = events_pb2.StageResult()
-            getattr(result, self.handler.result_field).CopyFrom(response)
-            event = events_pb2.StageEvent(result=result)
-            async for attempt_ in settle_retrying():
-                with attempt_:
-                    await publish_event(self.js, meta, attempt, event, msg_id=f"{meta.task_id}.result")
-                    await msg.ack_sync()
-            metrics.TASKS.labels(stage, "ok").inc()
-            metrics.TASK_DURATION.labels(stage, "ok").observe(time.perf_counter() - start)
-            log.info("task done", extra={"seconds": round(time.perf_counter() - start, 3)})
+
+    async def _run_handler(self, msg: Msg, request: Message, ctx: TaskContext, start: float) -> None:
+        stage, meta, attempt = self.handler.stage, ctx.meta, ctx.attempt
+        try:
+            response = await self.handler.handle(request, ctx)
+        except TaskCancelled:
+            await self._skip_cancelled(msg, meta, attempt)
+            return
+        except Exception as exc:
+            await self._failed(msg, meta, attempt, exc)
+            metrics.TASK_DURATION.labels(stage, "failed").observe(time.perf_counter() - start)
+            return
+        result = events_pb2.StageResult()
+        getattr(result, self.handler.result_field).CopyFrom(response)
+        event = events_pb2.StageEvent(result=result)
+        async for attempt_ in settle_retrying():
+            with attempt_:
+                await publish_event(self.js, meta, attempt, event, msg_id=f"{meta.task_id}.result")
+                await msg.ack_sync()
+        metrics.TASKS.labels(stage, "ok").inc()
+        metrics.TASK_DURATION.labels(stage, "ok").observe(time.perf_counter() - start)
+        log.info("task done", extra={"seconds": round(time.perf_counter() - start, 3)})
 
     async def _skip_cancelled(self, msg: Msg, meta: common_pb2.TaskMeta, attempt: int) -> None:
         await self._publish_failure(meta, attempt, "CANCELLED", "job was cancelled", retryable=False)
-        await msg.ack_sync()
+        async for attempt_ in settle_retrying():
+            with attempt_:
+                await msg.ack_sync()
         metrics.TASKS.labels(self.handler.stage, "cancelled").inc()
         log.info("task skipped: job cancelled")
 
@@ -314,25 +323,38 @@ class StageWorker:
         reason = describe(exc)
         last = attempt >= self.policy.max_deliver
         retry = verdict.retryable and not last
+        # The event goes out before the task is settled: a termed task never comes back to
+        # report a failure whose publish was lost, and its job would wait for the stage timeout.
+        await self._publish_failure(meta, attempt, verdict.code.name, reason, retryable=retry)
         if retry:
             delay = self.policy.retry_delay(attempt)
             log.warning("task failed, retrying in %.1fs: %s", delay, reason, exc_info=exc)
-            await msg.nak(delay=delay)
+            async for attempt_ in settle_retrying():
+                with attempt_:
+                    await msg.nak(delay=delay)
             metrics.TASKS.labels(self.handler.stage, "retried").inc()
         else:
             log.error("task failed permanently (%s, attempt %d): %s", verdict.code.name, attempt, reason)
-            await self._dead_letter(msg, f"{verdict.code.name}: {reason}")
-            await msg.term()
+            async for attempt_ in settle_retrying():
+                with attempt_:
+                    await self._dead_letter(msg, f"{verdict.code.name}: {reason}")
+                    await msg.term()
             metrics.TASKS.labels(self.handler.stage, "terminated").inc()
-        await self._publish_failure(meta, attempt, verdict.code.name, reason, retryable=retry)
 
     async def _publish_failure(
         self, meta: common_pb2.TaskMeta, attempt: int, code: str, message: str, retryable: bool
     ) -> None:
-        """A failure event; a final one carries a de-duplication id (one per task)."""
+        """Publish a failure event, retried until the broker takes it (see :func:`settle_retrying`).
+
+        Every failure carries a de-duplication id, so a publish retried after a lost
+        acknowledgement is stored once: a final failure one per task, a retryable one per attempt.
+        """
         failure = events_pb2.StageFailure(code=code, message=message, retryable=retryable)
-        msg_id = "" if retryable else f"{meta.task_id}.failed"
-        await publish_event(self.js, meta, attempt, events_pb2.StageEvent(failure=failure), msg_id=msg_id)
+        msg_id = f"{meta.task_id}.failed.{attempt}" if retryable else f"{meta.task_id}.failed"
+        event = events_pb2.StageEvent(failure=failure)
+        async for attempt_ in settle_retrying():
+            with attempt_:
+                await publish_event(self.js, meta, attempt, event, msg_id=msg_id)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         seq = msg.metadata.sequence.stream

@@ -41,8 +41,9 @@ def stages(aligner: Aligner, store: ObjectStore, settings: AlignSettings) -> lis
         return last
 
     # Several single-image tasks at once on a CPU node; a dataset run is long and resumable.
-    quick = StagePolicy(ack_wait=60.0, max_deliver=4, concurrency=2, max_ack_pending=64)
-    long = StagePolicy(ack_wait=300.0, max_deliver=3, concurrency=1, max_ack_pending=4, heartbeat=20.0)
+    # Both keep the default ack wait: heartbeats hold a long run, a dead worker's is taken over.
+    quick = StagePolicy(max_deliver=4, concurrency=2, max_ack_pending=64)
+    long = StagePolicy(max_deliver=3, concurrency=1, max_ack_pending=4)
     return [
         StageHandler(Stage.ALIGN, align_pb2.AlignFaceRequest, align, "align_face", quick),
         StageHandler(Stage.INPAINT, align_pb2.InpaintRequest, inpaint, "inpaint", quick),

@@ -23,5 +23,5 @@ def stages(core: ClipCore, store: ObjectStore, settings: ClipSettings) -> list[S
         return await ops.rank(core, store, request, settings, progress)
 
     # Ranks of different jobs share forward passes through the dynamic batcher.
-    policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=2, max_ack_pending=32)
+    policy = StagePolicy(max_deliver=4, concurrency=2, max_ack_pending=32)
     return [StageHandler(Stage.RANK, clip_pb2.RankRequest, handle, "rank", policy)]

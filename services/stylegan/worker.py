@@ -18,6 +18,7 @@ def stages(sampler: Sampler, store: ObjectStore, settings: StyleGANSettings) -> 
     async def handle(request: stylegan_pb2.SampleRequest, ctx: TaskContext) -> stylegan_pb2.SampleResponse:
         return await ops.sample(sampler, store, request, settings, task=ctx.meta)
 
-    # A GPU replica takes one task at a time; a task of 100 seeds may run for minutes on CPU.
-    policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=1, max_ack_pending=64)
+    # A GPU replica takes one task at a time; a task of 100 seeds may run for minutes on CPU,
+    # held by heartbeats: the default ack wait only bounds how long a dead worker keeps it.
+    policy = StagePolicy(max_deliver=4, concurrency=1, max_ack_pending=64)
     return [StageHandler(Stage.SAMPLE, stylegan_pb2.SampleRequest, handle, "sample", policy)]

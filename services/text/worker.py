@@ -26,7 +26,7 @@ def stages(core: TextCore, store: ObjectStore, settings: TextSettings) -> list[S
 
     # LLM calls wait on the network, not on this CPU: several tasks at once. An endpoint that is
     # down fails a task as UNAVAILABLE after the client's retries; the task is nak'ed and retried.
-    policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=4, max_ack_pending=64)
+    policy = StagePolicy(max_deliver=4, concurrency=4, max_ack_pending=64)
     return [
         StageHandler(Stage.PROMPTS, text_pb2.PromptsRequest, prompt, "prompts", policy),
         StageHandler(Stage.NAME, text_pb2.NameRequest, name, "name", policy),

@@ -18,6 +18,7 @@ def stages(finisher: Finisher, store: ObjectStore, settings: UpscaleSettings) ->
     async def handle(request: upscale_pb2.FinishRequest, ctx: TaskContext) -> upscale_pb2.FinishResponse:
         return await ops.finish(finisher, store, request, settings, task=ctx.meta)
 
-    # ncnn on CPU needs minutes for 512 -> 2048; heartbeats keep the task while it runs.
-    policy = StagePolicy(ack_wait=120.0, max_deliver=4, concurrency=1, max_ack_pending=32)
+    # ncnn on CPU needs minutes for 512 -> 2048; heartbeats keep the task while it runs, and
+    # the default ack wait hands a dead worker's task to another replica within half a minute.
+    policy = StagePolicy(max_deliver=4, concurrency=1, max_ack_pending=32)
     return [StageHandler(Stage.FINISH, upscale_pb2.FinishRequest, handle, "finish", policy)]

@@ -59,7 +59,7 @@ def stages(core: VQGANCore, store: ObjectStore, settings: VQGANSettings) -> list
         return final
 
     # One refinement fills a GPU; 50 iterations at 512 px with cutn 64 take about a minute there and
-    # far longer on CPU. Heartbeats (every iteration) keep the task; ack_wait only matters when the
-    # worker died, and then the task is redelivered to another replica.
-    policy = StagePolicy(ack_wait=300.0, max_deliver=3, concurrency=1, max_ack_pending=8, heartbeat=20.0)
+    # far longer on CPU. Heartbeats (every iteration, and the loop's own) keep the task; the ack wait
+    # only matters when the worker died, and then the task goes to another replica within it.
+    policy = StagePolicy(max_deliver=3, concurrency=1, max_ack_pending=8)
     return [StageHandler(Stage.REFINE, vqgan_pb2.RefineRequest, handle, "refine", policy)]

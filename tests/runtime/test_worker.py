@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyWrongLastSequenceError
 
 from ganfolk.runtime import jetstream
@@ -535,3 +536,173 @@ async def test_cancelled_job_task_is_skipped(nc: NATS) -> None:
         await asyncio.sleep(0.3)
         assert await pending(nc, stage) == (0, 0)
     assert calls == []
+
+
+# --------------------------------------------------------------------------- settle order, takeover
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Any:
+    """A nats-server of this test's own, to restart without disturbing the session's."""
+    from tests.fixtures.nats import NatsServer
+
+    server = NatsServer(tmp_path / "own-nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def stored_events(nc: NATS, job: str) -> list[events_pb2.StageEvent]:
+    """The job's events as the stream holds them (not what a live subscription happened to see)."""
+    js = nc.jetstream()
+    sub = await js.subscribe(
+        jetstream.event_subject(job), ordered_consumer=True, deliver_policy=jetstream.DeliverPolicy.ALL
+    )
+    try:
+        info = await js.stream_info(jetstream.EVENTS_STREAM, subjects_filter=jetstream.event_subject(job))
+        count = (info.state.subjects or {}).get(jetstream.event_subject(job), 0)
+        return [events_pb2.StageEvent.FromString((await sub.next_msg(timeout=10)).data) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_final_failure_is_published_across_a_broker_restart_before_the_task_is_termed(
+    own_broker: Any,
+) -> None:
+    """The broker goes away as the handler fails for good: the failure event is retried until the
+    broker is back, and only then is the task termed (once: it is never run again)."""
+    stage, job = unique("blip"), unique("job")
+    calls: list[int] = []
+    worker_nc = await jetstream.connect(own_broker.url, "worker")
+    test_nc = await jetstream.connect(own_broker.url, "test")
+    await jetstream.ensure_streams(test_nc.jetstream())
+
+    async def breaks_with_the_broker(
+        req: text_pb2.PromptsRequest, ctx: TaskContext
+    ) -> text_pb2.PromptsResponse:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            await asyncio.to_thread(own_broker.stop)
+        raise InvalidArgument("count must be at most 100")
+
+    try:
+        # An outage shorter than the ack wait: a blip, not a dead worker.
+        async with running(worker_nc, stage, breaks_with_the_broker, ack_wait=20.0, heartbeat=0.5):
+            task_id, payload = task(stage, job)
+            await jetstream.publish_task(test_nc.jetstream(), stage, payload, task_id)
+            for _ in range(300):
+                if calls:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(8.0)  # longer than a JetStream publish waits for its ack (5 s)
+            await asyncio.to_thread(own_broker.start)
+            failures: list[events_pb2.StageEvent] = []
+            for _ in range(600):
+                with contextlib.suppress(Exception):
+                    failures = [e for e in await stored_events(test_nc, job) if e.HasField("failure")]
+                if failures and await pending(test_nc, stage) == (0, 0):
+                    break
+                await asyncio.sleep(0.1)
+        assert [(f.failure.code, f.failure.retryable, f.meta.task_id) for f in failures] == [
+            ("INVALID_ARGUMENT", False, task_id)
+        ]
+        info = await test_nc.jetstream().consumer_info(jetstream.TASKS_STREAM, jetstream.consumer_name(stage))
+        assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+        assert calls == [1]
+        dead = await test_nc.jetstream().get_last_msg(jetstream.DLQ_STREAM, jetstream.dlq_subject(stage))
+        assert dead.data == payload
+    finally:
+        await worker_nc.close()
+        await test_nc.close()
+
+
+async def test_killed_worker_task_is_taken_over_within_the_ack_wait(
+    nc: NATS, nats_server: Any, tmp_path: Path
+) -> None:
+    """kill -9 mid-task: another replica gets the task about one ack wait after the last heartbeat."""
+    stage, job = unique("takeover"), unique("job")
+    ack_wait = 1.5  # heartbeats every 0.5 s
+    calls = tmp_path / "calls.txt"
+    events = await nc.subscribe(jetstream.event_subject(job))
+    victim = start_sample_service(
+        nats_server.url, stage, calls, SAMPLE_WORK_SECONDS="120", SAMPLE_ACK_WAIT=str(ack_wait)
+    )
+    survivor_calls: list[int] = []
+
+    async def survivor(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        survivor_calls.append(ctx.attempt)
+        return await ok_handler(req, ctx)
+
+    try:
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        await wait_for_calls(calls, 1, timeout=60)
+        await asyncio.sleep(3 * ack_wait)  # the victim's heartbeats hold the task past its ack wait
+        # The same policy as the victim's (sample_service), so the consumer is not changed.
+        async with running(nc, stage, survivor, ack_wait=ack_wait, max_deliver=3, concurrency=1):
+            assert survivor_calls == []
+            loop = asyncio.get_running_loop()
+            victim.send_signal(signal.SIGKILL)
+            killed_at = loop.time()
+            await asyncio.to_thread(victim.wait, 10)
+            event = await next_event(events, timeout=60)
+            taken_over_s = loop.time() - killed_at
+            assert event.WhichOneof("outcome") == "result" and event.meta.task_id == task_id
+            assert event.attempt == 2
+            await asyncio.sleep(2 * ack_wait)
+            with pytest.raises(NatsTimeoutError):  # completed once: no second result
+                await next_event(events, timeout=0.5)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    print(f"task taken over {taken_over_s:.2f}s after kill -9 (ack wait {ack_wait}s)")
+    # At most one ack wait after the last heartbeat (<= kill time), plus a fetch and a busy CPU.
+    assert taken_over_s < ack_wait + 5.0
+    assert survivor_calls == [2]
+    assert await pending(nc, stage) == (0, 0)
+
+
+async def test_live_worker_task_far_longer_than_ack_wait_is_never_redelivered(
+    nc: NATS, nats_server: Any, tmp_path: Path
+) -> None:
+    """A real service process works 6x its ack wait while an idle replica waits: delivered once."""
+    stage, job = unique("livelong"), unique("job")
+    ack_wait = 1.5
+    calls = tmp_path / "calls.txt"
+    events = await nc.subscribe(jetstream.event_subject(job))
+    worker = start_sample_service(
+        nats_server.url, stage, calls, SAMPLE_WORK_SECONDS=str(6 * ack_wait), SAMPLE_ACK_WAIT=str(ack_wait)
+    )
+    idle_calls: list[int] = []
+
+    async def idle(req: text_pb2.PromptsRequest, ctx: TaskContext) -> text_pb2.PromptsResponse:
+        idle_calls.append(ctx.attempt)
+        return await ok_handler(req, ctx)
+
+    try:
+        task_id, payload = task(stage, job)
+        await jetstream.publish_task(nc.jetstream(), stage, payload, task_id)
+        await wait_for_calls(calls, 1, timeout=60)
+        async with running(nc, stage, idle, ack_wait=ack_wait, max_deliver=3, concurrency=1):
+            event = await next_event(events, timeout=60)
+            assert event.WhichOneof("outcome") == "result" and event.attempt == 1
+        info = await nc.jetstream().consumer_info(jetstream.TASKS_STREAM, jetstream.consumer_name(stage))
+    finally:
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 30)
+    assert idle_calls == []
+    assert int(info.num_redelivered or 0) == 0 and int(info.delivered.consumer_seq) == 1
+    assert [line.split()[:2] for line in calls.read_text().splitlines()] == [[task_id, "1"]]
+
+
+def test_default_policy_heartbeats_well_within_its_ack_wait() -> None:
+    """Defaults: a dead worker's task moves within 30 s; three heartbeats fit in that window."""
+    from ganfolk.runtime.service import policy_from_settings
+    from ganfolk.runtime.settings import Settings
+
+    policy = StagePolicy()
+    assert (policy.ack_wait, policy.heartbeat_interval) == (30.0, 10.0)
+    assert policy.redelivery_backoff()[0] == policy.ack_wait
+    # An operator's shorter ack wait takes the heartbeat down with it, even a policy's own.
+    tuned = policy_from_settings(StagePolicy(heartbeat=20.0), Settings(task_ack_wait_s=6.0))
+    assert (tuned.ack_wait, tuned.heartbeat_interval) == (6.0, 2.0)
