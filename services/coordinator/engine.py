@@ -9,7 +9,10 @@
 * An event is acked only after its state change and its tasks are published; a redelivered
   event re-publishes every in-flight task of the job (harmless duplicates, dropped by id).
 * A sweeper re-publishes the tasks of jobs stuck in QUEUED (crash between submit and
-  publish) and fails stages that run past their timeout.
+  publish) and fails stages that run past their timeout. A stage's timeout counts from its
+  start or from the last event of its tasks (progress, a retry, a shard's result),
+  whichever came later: a stage whose workers keep reporting (a mint waiting for a slow
+  chain) is never cut off, a silent one is.
 * Claim check: a result that lists many images (a sample shard, a ranking) is written to
   its task's manifest object in the store *before* the job is updated, keyed by task id, so
   a redelivered event rewrites the same object and a crash in between loses nothing; the
@@ -33,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import json
 import logging
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -61,6 +66,8 @@ S = jobs_pb2
 EVENTS_CONSUMER = "coordinator"
 # Jobs remembered for progress snapshots (the most recently touched ones).
 RECENT_JOBS = 1024
+# (job, stage) pairs whose last sign of life is remembered (the most recently active ones).
+RECENT_ACTIVITY = 4 * RECENT_JOBS
 
 
 class Engine:
@@ -74,6 +81,8 @@ class Engine:
         self._recent: OrderedDict[str, jobs_pb2.Job] = OrderedDict()
         # The entries behind ``_recent`` (bytes + revision): where the next update starts.
         self._entries: OrderedDict[str, jetstream.Versioned] = OrderedDict()
+        # (job, stage) -> when a worker was last heard from about the stage (this replica's view).
+        self._activity: OrderedDict[tuple[str, int], float] = OrderedDict()
         # When finished jobs were last checked for archiving (time.time()).
         self._archive_checked = 0.0
         # Index keys purged by the last archive pass: their markers are erased on the next.
@@ -408,6 +417,7 @@ class Engine:
             await msg.term()
             return
         job_id = event.meta.job_id
+        self._heard(event, time.time())
         with log_context(job_id=job_id, stage=event.meta.stage, task_id=event.meta.task_id):
             try:
                 if event.WhichOneof("outcome") == "progress":
@@ -466,6 +476,67 @@ class Engine:
     def _timeout_for(self, stage: int) -> float:
         return self.settings.timeout_for(pipeline.STAGES[stage].task)
 
+    def _heard(self, event: events_pb2.StageEvent, at: float) -> None:
+        """Remember that a worker reported on the event's stage at ``at`` (extends its deadline)."""
+        d = pipeline.BY_TASK.get(event.meta.stage)
+        if d is None or not event.meta.job_id:
+            return
+        key = (event.meta.job_id, d.stage)
+        self._activity[key] = max(at, self._activity.get(key, 0.0))
+        self._activity.move_to_end(key)
+        while len(self._activity) > RECENT_ACTIVITY:
+            self._activity.popitem(last=False)
+
+    def _stage_limit(self, job: jobs_pb2.Job, stage: int) -> float:
+        """Seconds after its start that ``stage`` may run: its timeout, moved on by activity."""
+        limit = self._timeout_for(stage)
+        heard = self._activity.get((job.job_id, stage))
+        status = next((s for s in job.stages if s.stage == stage), None)
+        if heard is None or status is None:
+            return limit
+        return limit + max(0.0, heard - status.started_at.ToSeconds())
+
+    async def _heard_lately(self, job_id: str, stage: int, now_s: float) -> bool:
+        """Whether the events stream holds an event of ``stage`` within its timeout.
+
+        Each event reaches one coordinator replica, so before failing a stage this replica
+        has not heard from, it reads the job's recent events back; what it finds extends
+        the deadline like an event it handled.
+        """
+        limit = self._timeout_for(stage)
+        task = pipeline.STAGES[stage].task.value
+        name = f"activity-{uuid.uuid4().hex[:16]}"
+        config = ConsumerConfig(
+            name=name,
+            filter_subject=jetstream.event_subject(job_id),
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=datetime.fromtimestamp(now_s - limit, UTC),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,
+            mem_storage=True,
+        )
+        await self.js.add_consumer(jetstream.EVENTS_STREAM, config)
+        latest = 0.0
+        try:
+            sub = await self.js.pull_subscribe_bind(stream=jetstream.EVENTS_STREAM, durable=None, name=name)
+            left = int((await sub.consumer_info()).num_pending or 0)
+            while left > 0:
+                msgs = await sub.fetch(min(left, 256), timeout=10)
+                left -= len(msgs)
+                for msg in msgs:
+                    if events_pb2.StageEvent.FromString(msg.data).meta.stage == task:
+                        latest = max(latest, msg.metadata.timestamp.timestamp())
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(jetstream.EVENTS_STREAM, name)
+        if not latest:
+            return False
+        key = (job_id, stage)
+        self._activity[key] = max(latest, self._activity.get(key, 0.0))
+        return now_s - latest <= limit
+
     async def _sweep(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -493,12 +564,22 @@ class Engine:
                 continue
             if job.state != S.JOB_STATE_RUNNING:
                 continue
-            late = pipeline.timed_out(job, self._timeout_for, now_s)
-            if late is None:
+            late = pipeline.timed_out(job, functools.partial(self._stage_limit, job), now_s)
+            if late is None or await self._heard_lately(job.job_id, late[0], now_s):
                 continue
-            stage, limit = late
+            stage, limit = late[0], self._timeout_for(late[0])
             service = pipeline.STAGES[stage].service
-            error = f"timed out after {limit:.0f}s (is the {service} service running?)"
+            silent = "with no word from its tasks for" if (job.job_id, stage) in self._activity else "after"
+            error = f"timed out {silent} {limit:.0f}s (is the {service} service running?)"
+            heard = self._activity.get((job.job_id, stage))
+            log.warning(
+                "stage timed out",
+                extra={
+                    "job_id": job.job_id,
+                    "stage": S.Stage.Name(stage),
+                    "silent_s": round(now_s - heard, 3) if heard else None,
+                },
+            )
 
             def mutate(j: jobs_pb2.Job, stage: int = stage, error: str = error) -> pipeline.Advance | None:
                 if j.state != S.JOB_STATE_RUNNING:
