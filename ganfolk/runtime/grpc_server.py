@@ -136,6 +136,12 @@ def _refusing(handler: Any) -> Any:
     async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSED)
 
+    # Streaming responses are consumed with ``async for`` (by the metrics interceptor, too), so
+    # their refusal must be an async generator, not a coroutine.
+    async def refuse_stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSED)
+        yield  # pragma: no cover - abort() raises
+
     codecs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -143,10 +149,10 @@ def _refusing(handler: Any) -> Any:
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(refuse, **codecs)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(refuse, **codecs)
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **codecs)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(refuse, **codecs)
-    return grpc.stream_stream_rpc_method_handler(refuse, **codecs)
+    return grpc.stream_stream_rpc_method_handler(refuse_stream, **codecs)
 
 
 def is_loopback(host: str) -> bool:
