@@ -515,9 +515,9 @@ class Engine:
             inactive_threshold=60.0,
             mem_storage=True,
         )
-        await self.js.add_consumer(jetstream.EVENTS_STREAM, config)
         latest = 0.0
         try:
+            await self.js.add_consumer(jetstream.EVENTS_STREAM, config)
             sub = await self.js.pull_subscribe_bind(stream=jetstream.EVENTS_STREAM, durable=None, name=name)
             left = int((await sub.consumer_info()).num_pending or 0)
             while left > 0:
@@ -528,6 +528,9 @@ class Engine:
                         latest = max(latest, msg.metadata.timestamp.timestamp())
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        except Exception as exc:  # a broker hiccup must not fail the stage: the next sweep asks again
+            log.warning("could not read the job's recent events: %s", exc, extra={"job_id": job_id})
+            return True
         finally:
             with contextlib.suppress(Exception):
                 await self.js.delete_consumer(jetstream.EVENTS_STREAM, name)
