@@ -288,10 +288,17 @@ def _train_runs(args: argparse.Namespace) -> int:
     """`ganfolk train list|status|watch`: the run registry on NATS, readable from any machine."""
     import nats
 
+    from ganfolk import local
+    from ganfolk.runtime import jetstream, nats_auth
+    from ganfolk.runtime.settings import Settings, load_settings
     from ganfolk.v1 import train_pb2
     from services.stylegan.training import progress
 
     url = args.nats_url or os.environ.get("GANFOLK_NATS_URL", "nats://127.0.0.1:4222")
+    # GANFOLK_NATS_USER/PASSWORD (the `viewer` user) or a creds file; none set, on the NATS of
+    # `ganfolk up`: that stack's viewer login from its state directory.
+    settings = local.nats_login(load_settings(Settings, nats_url=url), nats_auth.VIEWER)
+    login = jetstream.connect_options(settings)
 
     async def quiet(exc: Exception) -> None:  # the connect failure below says it once
         pass
@@ -309,6 +316,7 @@ def _train_runs(args: argparse.Namespace) -> int:
                 max_reconnect_attempts=30,
                 reconnect_time_wait=2,
                 error_cb=quiet,
+                **login,
             )
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             print(f"ganfolk train {args.action}: cannot reach NATS at {url} ({exc})", file=sys.stderr)

@@ -4,10 +4,18 @@
 directory), waits until every service's gRPC health check reports SERVING, and
 ``ganfolk down`` stops them with SIGTERM (the services together, then the store and the broker
 together) and SIGKILLs only those that outlive the wait, naming them.
+
+NATS runs with the generated authorization (:mod:`ganfolk.runtime.nats_auth`) and passwords
+made afresh by every ``ganfolk up``: its configuration (``nats.conf``) and the logins of the
+users that are not services (``nats-logins.json``: ``train``, ``viewer``) are written owner-only
+into the state directory. ``up`` creates the JetStream topology as the coordinator before any
+service starts, and hands each service its own user. A training run and ``ganfolk train
+list|status|watch`` pointed at this NATS find their login there (:func:`nats_login`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import json
@@ -20,15 +28,19 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
+import nats
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
-from ganfolk.runtime import catalog
+from ganfolk.runtime import catalog, jetstream, nats_auth, redact, train_topology
 from ganfolk.runtime.service import SideProcess, load_definition
-from ganfolk.runtime.settings import ConfigError
+from ganfolk.runtime.settings import ConfigError, Settings, load_settings
 
 NATS_PORT = 4222
 # Where `ganfolk up` keeps the gallery's sign-in token when GANFOLK_GALLERY_AUTH_TOKEN is unset.
@@ -37,6 +49,13 @@ S3_ACCESS_KEY = "ganfolk-local"
 S3_SECRET_KEY = "ganfolk-local-secret"
 # How long a SIGKILLed process may take to disappear.
 KILL_WAIT_S = 5.0
+# nats-server's configuration with this run's passwords, and the logins local clients read.
+NATS_CONFIG = "nats.conf"
+NATS_LOGINS = "nats-logins.json"
+# The users whose logins local clients (a training run, `ganfolk train list`) may read.
+CLIENT_USERS = (nats_auth.TRAIN, nats_auth.VIEWER)
+# Credentials from the caller's shell that must not reach the stack's processes.
+NATS_LOGIN_VARIABLES = ("GANFOLK_NATS_USER", "GANFOLK_NATS_PASSWORD", "GANFOLK_NATS_CREDS_FILE")
 
 
 @dataclass
@@ -58,6 +77,12 @@ class Stack:
 
     def describe(self) -> str:
         lines = [f"state: {self.state_dir}", f"nats:  {self.nats_url}", f"store: {self.store_url}"]
+        logins = Path(self.state_dir) / NATS_LOGINS
+        if logins.exists():
+            lines.append(
+                f"nats logins of `ganfolk train` runs and list|status|watch: {logins} "
+                "(found there for this nats address; GANFOLK_STATE_DIR names another state directory)"
+            )
         for p in self.processes:
             where = f"127.0.0.1:{p.port}" if p.port else ""
             lines.append(f"  {p.name:<12} pid {p.pid:<8} {where:<18} log {p.log}")
@@ -176,15 +201,25 @@ def up(
     stack = Stack(str(state), "", "")
     try:
         nats_port = _pick_port(NATS_PORT)
-        proc = _spawn(
-            [nats_bin, "-js", "-a", "127.0.0.1", "-p", str(nats_port), "-sd", str(state / "nats")],
-            logs / "nats.log",
+        passwords = nats_auth.generate_passwords()
+        config = state / NATS_CONFIG
+        _write_private(
+            config,
+            nats_auth.render_config(
+                passwords, listen=f"127.0.0.1:{nats_port}", store_dir=str(state / "nats")
+            ),
         )
+        proc = _spawn([nats_bin, "-c", str(config)], logs / "nats.log")
         stack.processes.append(Proc("nats-server", proc.pid, str(logs / "nats.log"), nats_port))
         _wait_port(nats_port, proc, logs / "nats.log", 20)
         stack.nats_url = f"nats://127.0.0.1:{nats_port}"
+        asyncio.run(_own_topology(stack.nats_url, passwords[nats_auth.COORDINATOR]))
+        logins = {"nats_url": stack.nats_url, "users": {u: passwords[u] for u in CLIENT_USERS}}
+        _write_private(state / NATS_LOGINS, json.dumps(logins, indent=2))
 
         env = {**os.environ, "GANFOLK_NATS_URL": stack.nats_url, "GANFOLK_STATE_DIR": str(state)}
+        for variable in NATS_LOGIN_VARIABLES:
+            env.pop(variable, None)
         if store == "s3":
             s3_port = _free_port()
             proc = _spawn(
@@ -216,6 +251,8 @@ def up(
             port = ports[name] = _pick_port(catalog.entry(name).port)
             log = logs / f"{name}.log"
             svc_env = {**env, "GANFOLK_SERVICE": name, "GANFOLK_GRPC_PORT": str(port)}
+            if name in passwords:  # a service that uses NATS: its own user
+                svc_env.update(GANFOLK_NATS_USER=name, GANFOLK_NATS_PASSWORD=passwords[name])
             svc_env.update(_peer_settings(name, ports, env, state))
             proc = _spawn([sys.executable, "-m", "ganfolk.cli", "serve", name], log, svc_env)
             http = svc_env.get("GANFOLK_GALLERY_HTTP_PORT") if name == "gallery" else None
@@ -240,6 +277,69 @@ def up(
         manifest.unlink(missing_ok=True)
         raise
     return stack
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only (it holds passwords), replacing ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+        out.write(text)
+
+
+async def _own_topology(url: str, password: str) -> None:
+    """As the coordinator: the streams and buckets the services and training runs only use."""
+    # Only this login: none of the caller's GANFOLK_NATS_* credentials.
+    settings = Settings(
+        nats_user=nats_auth.COORDINATOR, nats_password=SecretStr(password), nats_creds_file=None
+    )
+    nc = await nats.connect(
+        url,
+        name="ganfolk-up",
+        allow_reconnect=False,
+        connect_timeout=5,
+        **jetstream.connect_options(settings),
+    )
+    try:
+        js = nc.jetstream()
+        await jetstream.ensure_streams(js, 1)
+        await jetstream.ensure_kv(js, jetstream.JOBS_BUCKET)
+        for bucket in (jetstream.CANCEL_BUCKET, jetstream.SERVICES_BUCKET):
+            await jetstream.ensure_kv(js, bucket, history=1)
+        await train_topology.ensure_train_topology(
+            js, load_settings(train_topology.TrainTopologySettings, stream_replicas=1)
+        )
+    finally:
+        await nc.close()
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def _address(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(url.split(",")[0].strip())
+    host = parsed.hostname or "127.0.0.1"
+    return ("127.0.0.1" if host == "localhost" else host), parsed.port or NATS_PORT
+
+
+def nats_login(settings: S, user: str) -> S:
+    """``settings`` with the local stack's login for ``user`` (``train``, ``viewer``).
+
+    Only when they name no credentials of their own and their NATS is the one the stack in
+    their state directory (``GANFOLK_STATE_DIR``) runs; otherwise unchanged.
+    """
+    if settings.nats_user or settings.nats_creds_file is not None:
+        return settings
+    try:
+        logins = json.loads((Path(settings.state_dir).resolve() / NATS_LOGINS).read_text())
+        password = logins["users"][user]
+        if _address(logins["nats_url"]) != _address(settings.nats_url):
+            return settings
+    except (OSError, ValueError, KeyError, TypeError):
+        return settings
+    redact.register(password)
+    return settings.model_copy(update={"nats_user": user, "nats_password": SecretStr(password)})
 
 
 def _peer_settings(name: str, ports: dict[str, int], env: dict[str, str], state: Path) -> dict[str, str]:

@@ -14,6 +14,11 @@ task and spend the minting key. The lists are the smallest that the real stack r
 * every user subscribes only under its own inbox prefix (``_INBOX.<user>.>``, which
   :func:`ganfolk.runtime.jetstream.connect` sets), so no service reads another's replies.
 
+Two users are not services: ``train``, which training runs report progress as (publish
+``ganfolk.train.>``, read and write entries of the ``ganfolk_train_runs`` bucket, read stream
+info; the coordinator owns stream ``GANFOLK_TRAIN``, see :mod:`ganfolk.runtime.train_topology`),
+and ``viewer``, which ``ganfolk train list|status|watch`` reads that registry as (read only).
+
 ``python -m ganfolk.runtime.nats_auth authorization`` prints the ``authorization`` block
 with ``$GANFOLK_NATS_PASSWORD_<SERVICE>`` references that nats-server resolves from its
 environment; ``... sync`` writes it into Compose's deploy/nats/auth.conf and Kubernetes'
@@ -33,9 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ganfolk.runtime import jetstream as js
+from ganfolk.runtime import train_topology as train
 from ganfolk.runtime.catalog import SERVICES, Stage
 
 COORDINATOR = "coordinator"
+# Training runs report progress as this user; `ganfolk train list|status|watch` reads as VIEWER.
+TRAIN = "train"
+VIEWER = "viewer"
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,14 @@ class Permissions:
     subscribe: tuple[str, ...]
 
 
-def nats_users() -> list[str]:
+def service_users() -> list[str]:
     """Services that connect to NATS: every stage service and the coordinator."""
     return [e.name for e in SERVICES.values() if e.stages or e.name == COORDINATOR]
+
+
+def nats_users() -> list[str]:
+    """Every NATS user: the services', then the training runs' and the viewer's."""
+    return [*service_users(), TRAIN, VIEWER]
 
 
 def password_variable(user: str) -> str:
@@ -66,7 +80,11 @@ def _kv_stream(bucket: str) -> str:
 
 def _kv_reader(bucket: str) -> list[str]:
     """Read a bucket's entries and watch it (an ordered push consumer with flow control)."""
-    stream = _kv_stream(bucket)
+    return _stream_reader(_kv_stream(bucket))
+
+
+def _stream_reader(stream: str) -> list[str]:
+    """Read a stream's messages and follow it (an ordered push consumer with flow control)."""
     return [
         *_stream_info(stream),
         f"$JS.API.DIRECT.GET.{stream}.>",
@@ -124,10 +142,37 @@ def coordinator_permissions() -> Permissions:
     )
 
 
+def train_permissions() -> Permissions:
+    """A training run: its events out, its registry entry read and written; no topology writes."""
+    runs = _kv_stream(train.RUNS_BUCKET)
+    return Permissions(
+        publish=(
+            f"{train.SUBJECT_PREFIX}.>",
+            *_stream_info(train.TRAIN_STREAM, runs),
+            f"$JS.API.DIRECT.GET.{runs}.>",
+            f"$JS.API.STREAM.MSG.GET.{runs}",
+            f"$KV.{train.RUNS_BUCKET}.>",
+        ),
+        subscribe=(f"{js.inbox_prefix(TRAIN)}.>",),
+    )
+
+
+def viewer_permissions() -> Permissions:
+    """``ganfolk train list|status|watch``: reads the run registry and follows runs' events."""
+    return Permissions(
+        publish=(*_kv_reader(train.RUNS_BUCKET), *_stream_reader(train.TRAIN_STREAM)),
+        subscribe=(f"{js.inbox_prefix(VIEWER)}.>",),
+    )
+
+
 def permissions(user: str) -> Permissions:
-    """The permissions of a service's NATS user."""
+    """The permissions of a NATS user: a service's, ``train`` or ``viewer``."""
     if user == COORDINATOR:
         return coordinator_permissions()
+    if user == TRAIN:
+        return train_permissions()
+    if user == VIEWER:
+        return viewer_permissions()
     entry = SERVICES[user]
     if not entry.stages:
         raise KeyError(f"service {user!r} does not use NATS; users are {', '.join(nats_users())}")

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 
+from ganfolk.runtime.settings import load_settings
 from ganfolk.runtime.storage import ObjectStore
+from ganfolk.runtime.train_topology import TrainTopologySettings, ensure_train_topology
 from ganfolk.v1 import common_pb2
 from services.coordinator.config import CoordinatorSettings
 from services.coordinator.engine import Engine
@@ -25,6 +27,9 @@ def load(settings: CoordinatorSettings) -> Coordinator:
 
 
 async def start(core: Coordinator, nc: NATS, store: ObjectStore, settings: CoordinatorSettings) -> None:
+    # The training registry is the privileged side's too: runs may only publish into it.
+    bounds = load_settings(TrainTopologySettings, stream_replicas=settings.stream_replicas)
+    await ensure_train_topology(nc.jetstream(), bounds)
     core.engine = Engine(nc, settings, store)
     await core.engine.start()
 

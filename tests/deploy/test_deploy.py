@@ -281,6 +281,11 @@ def test_training_pods_run_the_training_entry_points(renderings: Path) -> None:
             assert labels[label] == "true", (name, label)
         assert c["image"].startswith("ganfolk/stylegan:")
         assert template["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        # Progress reports log in as NATS user `train` (never a service's user).
+        env = {e["name"]: e for e in c["env"]}
+        assert env["GANFOLK_NATS_USER"]["value"] == nats_auth.TRAIN, name
+        ref = env["GANFOLK_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "ganfolk-nats", "key": nats_auth.password_variable(nats_auth.TRAIN)}, name
 
 
 def test_training_component_is_not_in_the_service_overlays(renderings: Path) -> None:
@@ -419,7 +424,7 @@ def test_compose_publishes_only_the_coordinator_and_the_gallery() -> None:
 def test_compose_gives_each_service_its_own_nats_user_and_no_secret_a_default() -> None:
     text = COMPOSE.read_text()
     services = yaml.safe_load(text)["services"]
-    for user in nats_auth.nats_users():
+    for user in nats_auth.service_users():
         env = services[user]["environment"]
         variable = nats_auth.password_variable(user)
         assert env["GANFOLK_NATS_USER"] == user
@@ -427,6 +432,10 @@ def test_compose_gives_each_service_its_own_nats_user_and_no_secret_a_default() 
         assert services["nats"]["environment"][variable].startswith(f"${{{variable}:?")
         assert env["GANFOLK_GRPC_AUTH_TOKEN"].startswith("${GANFOLK_GRPC_AUTH_TOKEN:?")
     assert "GANFOLK_NATS_USER" not in services["gallery"]["environment"]
+    # Training runs and `ganfolk train list` log in as train / viewer (no Compose service).
+    for user in (nats_auth.TRAIN, nats_auth.VIEWER):
+        variable = nats_auth.password_variable(user)
+        assert services["nats"]["environment"][variable].startswith(f"${{{variable}:?")
     assert services["coordinator"]["environment"]["GANFOLK_COORDINATOR_AUTH_TOKEN"].startswith(
         "${GANFOLK_COORDINATOR_AUTH_TOKEN:?"
     )
@@ -487,7 +496,7 @@ def test_every_nats_client_pod_has_its_own_user_and_every_service_a_grpc_token(r
         container = pods[name]["containers"][0]
         env = {e["name"]: e for e in container["env"]}
         assert {"secretRef": {"name": "ganfolk-grpc"}} in container["envFrom"], name
-        if name in nats_auth.nats_users():
+        if name in nats_auth.service_users():
             assert env["GANFOLK_NATS_USER"]["value"] == name
             ref = env["GANFOLK_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "ganfolk-nats", "key": nats_auth.password_variable(name)}, name

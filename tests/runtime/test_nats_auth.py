@@ -63,7 +63,9 @@ def task(stage: str, job_id: str) -> tuple[str, bytes]:
 
 def test_every_stage_service_and_the_coordinator_get_a_user() -> None:
     users = nats_auth.nats_users()
-    assert set(users) == {e.name for e in SERVICES.values() if e.stages} | {"coordinator"}
+    services = {e.name for e in SERVICES.values() if e.stages} | {"coordinator"}
+    assert set(nats_auth.service_users()) == services
+    assert set(users) == services | {"train", "viewer"}
     assert "gallery" not in users  # it talks to the coordinator only
     for user in users:
         perms = nats_auth.permissions(user)

@@ -38,24 +38,26 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import (
-    DeliverPolicy,
-    DiscardPolicy,
-    KeyValueConfig,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
 from ganfolk.runtime import jetstream
 from ganfolk.runtime.metrics import start_metrics_server
-from ganfolk.runtime.settings import Settings, load_settings
+from ganfolk.runtime.settings import ConfigError, load_settings
+from ganfolk.runtime.train_topology import (
+    MAX_MESSAGE_BYTES,
+    RUNS_BUCKET,
+    SUBJECT_PREFIX,
+    TRAIN_STREAM,
+    TrainTopologySettings,
+    open_train_topology,
+)
 from ganfolk.v1 import train_pb2
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "RUNS_BUCKET",
     "TRAIN_STREAM",
     "NatsReporter",
@@ -76,11 +78,6 @@ __all__ = [
 
 log = logging.getLogger("ganfolk.train.progress")
 
-TRAIN_STREAM = "GANFOLK_TRAIN"
-RUNS_BUCKET = "ganfolk_train_runs"
-SUBJECT_PREFIX = "ganfolk.train"
-# One event or one run entry: a tick is ~200 bytes; the caps below keep both far under this.
-MAX_MESSAGE_BYTES = 64 * 1024
 MAX_TEXT = 1024
 MAX_ERROR = 2000
 MAX_MAP_ENTRIES = 64
@@ -110,16 +107,15 @@ _TICK_FIELDS = (
 )
 
 
-class ProgressSettings(Settings):
-    """Where rank 0 reports to (``GANFOLK_TRAIN_*`` plus the shared NATS and metrics settings)."""
+class ProgressSettings(TrainTopologySettings):
+    """Where rank 0 reports to (``GANFOLK_TRAIN_*`` plus the shared NATS and metrics settings).
+
+    The bounds of stream ``GANFOLK_TRAIN`` (``GANFOLK_TRAIN_EVENTS_*``) apply where the stream
+    is created: by the coordinator or ``ganfolk up``, by a run only on an open server.
+    """
 
     # GANFOLK_TRAIN_REPORT_NATS; None: NATS when GANFOLK_NATS_URL is set or the default answers.
     train_report_nats: bool | None = None
-    # Bounds of stream GANFOLK_TRAIN, all runs together, oldest events first:
-    # GANFOLK_TRAIN_EVENTS_MAX_AGE_DAYS, GANFOLK_TRAIN_EVENTS_MAX_MB, GANFOLK_TRAIN_EVENTS_PER_RUN.
-    train_events_max_age_days: float = 30.0
-    train_events_max_mb: int = 256
-    train_events_per_run: int = 20_000
 
 
 class UnknownRun(LookupError):
@@ -144,53 +140,6 @@ def run_key(run_id: str) -> str:
 def train_subject(run_id: str) -> str:
     """Subject of a run's events (``*`` for every run)."""
     return f"{SUBJECT_PREFIX}.{run_id if run_id == '*' else run_key(run_id)}"
-
-
-def train_stream_config(settings: ProgressSettings) -> StreamConfig:
-    """Stream ``GANFOLK_TRAIN``: limits retention, so it stays bounded however long runs train."""
-    return StreamConfig(
-        name=TRAIN_STREAM,
-        subjects=[f"{SUBJECT_PREFIX}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=settings.train_events_max_age_days * 24 * 3600.0,
-        max_bytes=settings.train_events_max_mb * 1024 * 1024,
-        max_msgs_per_subject=settings.train_events_per_run,
-        max_msg_size=MAX_MESSAGE_BYTES,
-        num_replicas=settings.stream_replicas,
-        duplicate_window=120.0,
-    )
-
-
-async def ensure_train_topology(js: JetStreamContext, settings: ProgressSettings) -> KeyValue:
-    """Create or update stream ``GANFOLK_TRAIN`` and bucket ``ganfolk_train_runs``; idempotent."""
-    cfg = train_stream_config(settings)
-    try:
-        await js.stream_info(TRAIN_STREAM)
-    except NotFoundError:
-        try:
-            await js.add_stream(cfg)
-        except BadRequestError:  # created concurrently
-            await js.update_stream(cfg)
-    else:
-        await js.update_stream(cfg)
-    try:
-        return await js.key_value(RUNS_BUCKET)
-    except NotFoundError:
-        pass
-    try:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=RUNS_BUCKET,
-                history=1,
-                max_value_size=MAX_MESSAGE_BYTES,
-                storage=StorageType.FILE,
-                replicas=settings.stream_replicas,
-            )
-        )
-    except BadRequestError:
-        return await js.key_value(RUNS_BUCKET)
 
 
 # --------------------------------------------------------------------------- messages
@@ -535,6 +484,12 @@ class NatsReporter:
         async def on_reconnect() -> None:
             log.info("train progress: NATS reconnected")
 
+        try:
+            # GANFOLK_NATS_USER/PASSWORD (the `train` user) or GANFOLK_NATS_CREDS_FILE.
+            login = jetstream.connect_options(self.settings)
+        except ConfigError as exc:  # a reporter must never take training down with it
+            log.error("train progress: not reporting to NATS: %s", exc)
+            return None
         connecting = asyncio.ensure_future(
             nats.connect(
                 self.url,
@@ -545,6 +500,7 @@ class NatsReporter:
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                **login,
             )
         )
         assert self._wakeup is not None
@@ -561,6 +517,7 @@ class NatsReporter:
         assert self._wakeup is not None
         kv: KeyValue | None = None
         delay = 0.0
+        last_problem = ""
         while True:
             if delay:
                 try:
@@ -574,12 +531,19 @@ class NatsReporter:
                 return
             try:
                 if kv is None:
-                    kv = await ensure_train_topology(js, self.settings)
+                    kv = await open_train_topology(js, self.settings)
                 await self._publish_events(js)
                 await self._write_record(kv)
                 delay = 0.0
+                last_problem = ""
             except Exception as exc:  # NATS trouble: keep the entry dirty and try again
-                log.warning("train progress: NATS update failed (%s); retrying in %.0f s", exc, self.retry_s)
+                # The same trouble again (a stream nobody created yet) is said once.
+                problem = str(exc)
+                level = logging.DEBUG if problem == last_problem else logging.WARNING
+                last_problem = problem
+                log.log(
+                    level, "train progress: NATS update failed (%s); retrying in %.0f s", exc, self.retry_s
+                )
                 delay = self.retry_s
                 self._wakeup.set()
 
@@ -738,7 +702,10 @@ def make_reporters(config: Any = None) -> list[Any]:
       server starts here, once per process);
     * :class:`NatsReporter` when ``GANFOLK_TRAIN_REPORT_NATS`` is true, or unset and either
       ``GANFOLK_NATS_URL`` is set or the default NATS address answers. A configured but
-      unreachable NATS is still used: the reporter retries in the background.
+      unreachable NATS is still used: the reporter retries in the background. It logs in with
+      ``GANFOLK_NATS_USER``/``GANFOLK_NATS_PASSWORD`` (the ``train`` user) or
+      ``GANFOLK_NATS_CREDS_FILE``; with none set, on the NATS of ``ganfolk up``, as that
+      stack's ``train`` user (:func:`ganfolk.local.nats_login`).
 
     Other ranks get none: one run is one registry entry and one metrics port per node.
     """
@@ -761,6 +728,10 @@ def make_reporters(config: Any = None) -> list[Any]:
     if use_nats is None:
         use_nats = "GANFOLK_NATS_URL" in os.environ or nats_answers(settings.nats_url)
     if use_nats:
+        from ganfolk import local
+
+        # No credentials set and the NATS of `ganfolk up`: its `train` login from the state dir.
+        settings = local.nats_login(settings, "train")
         reporters.append(NatsReporter(settings.nats_url, settings))
     return reporters
 
