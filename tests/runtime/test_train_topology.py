@@ -160,7 +160,7 @@ def test_a_training_run_reports_as_the_train_user(
         str(tmp_path / "out"),
         size=32,
         batch=4,
-        iterations=2,
+        iterations=1,
         fmap_max=32,
         style_dim=32,
         n_mlp=2,
@@ -180,7 +180,8 @@ def test_a_training_run_reports_as_the_train_user(
         monkeypatch.setenv(key, value)
     assert cli.main(["train", "status", run_id, "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["state"] == "TRAIN_STATE_SUCCEEDED" and int(record["last_tick"]["iteration"]) == 2
+    assert record["state"] == "TRAIN_STATE_SUCCEEDED" and int(record["last_tick"]["iteration"]) == 1
+    assert record["last_snapshot"]["checkpoint_sha256"]  # the checkpoint reached the registry too
     assert cli.main(["train", "watch", run_id]) == 0
     assert "succeeded" in capsys.readouterr().out
     assert "Violation" not in nats_auth_server.log_text()
