@@ -188,9 +188,6 @@ def policy_from_settings(policy: jetstream.StagePolicy, settings: Settings) -> j
         if policy.heartbeat and policy.heartbeat > settings.task_ack_wait_s / 3:
             # Heartbeats must come well within the new ack wait, or running tasks are redelivered.
             changes["heartbeat"] = None
-        if policy.heartbeat and policy.heartbeat > settings.task_ack_wait_s / 3:
-            # Heartbeats must come well within the new ack wait, or running tasks are redelivered.
-            changes["heartbeat"] = None
     if settings.task_max_ack_pending:
         changes["max_ack_pending"] = settings.task_max_ack_pending
     return dataclasses.replace(policy, **changes) if changes else policy
