@@ -1,7 +1,8 @@
 """Chaos run: 20 small portrait jobs through the local stack while its processes die.
 
-    python bench/chaos.py [--jobs 20] [--submit-every 3] [--kill-every 8] [--nats-restarts 2]
-                          [--s3-outage 10] [--coordinator-kills 1] [--timeout 900]
+    python bench/chaos.py [--jobs 20] [--samples 16] [--refine-iterations 30] [--submit-every 3]
+                          [--kill-every 8] [--nats-restarts 2] [--s3-outage 10]
+                          [--coordinator-kills 1] [--timeout 900]
                           [--set GANFOLK_TASK_ACK_WAIT_S=30 ...] [--seed 0] [--keep]
 
 Every stage service and the coordinator run as ``ganfolk serve`` processes with the tiny
@@ -43,6 +44,8 @@ MAX_STALL_GOAL_S = 40.0
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=16, help="StyleGAN samples per job (4 a task)")
+    parser.add_argument("--refine-iterations", type=int, default=30, help="VQGAN iterations per job")
     parser.add_argument("--submit-every", type=float, default=3.0, help="seconds between submissions")
     parser.add_argument("--kill-every", type=float, default=8.0, help="mean seconds between kill -9s")
     parser.add_argument("--nats-restarts", type=int, default=2)
@@ -58,6 +61,8 @@ def main() -> int:
     env = dict(item.split("=", 1) for item in args.set)
     plan = Plan(
         jobs=args.jobs,
+        samples=args.samples,
+        refine_iterations=args.refine_iterations,
         submit_every_s=args.submit_every,
         kill_every_s=args.kill_every,
         nats_restarts=args.nats_restarts,

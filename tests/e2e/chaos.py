@@ -42,7 +42,7 @@ from web3 import Web3
 
 from ganfolk.runtime import catalog, jetstream
 from ganfolk.runtime.storage import open_store
-from ganfolk.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
+from ganfolk.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, vqgan_pb2
 from services.mint.anvil import Anvil, rpc
 from tests.e2e.stack import SERVICES, job_spec, service_process, tiny_models
 from tests.fixtures.nats import NatsServer, free_port, wait_port
@@ -59,6 +59,10 @@ class Plan:
     """What the driver does, and the settings the stack runs with."""
 
     jobs: int = 20
+    # Job size: samples (4 per sample task) and VQGAN iterations. Tasks of a few seconds make a
+    # kill more likely to land mid-task, where it tests a redelivery and not only a restart.
+    samples: int = 8
+    refine_iterations: int = 3
     # Jobs go in one at a time this far apart, so faults land on jobs at every stage.
     submit_every_s: float = 3.0
     # A random stage service is killed (and restarted) every this many seconds, +-50 %.
@@ -157,7 +161,8 @@ class Report:
         kills = Counter(what.split(" ")[1] for _, what in self.faults if what.startswith("kill-9 "))
         busy = sum(1 for _, what in self.faults if what.endswith("(busy)"))
         out = [
-            f"chaos run: {n} jobs, {self.wall_s:.0f} s wall, load average "
+            f"chaos run: {n} jobs ({self.plan.samples} samples, {self.plan.refine_iterations} VQGAN"
+            f" iterations each), {self.wall_s:.0f} s wall, load average "
             f"{' '.join(f'{v:.2f}' for v in self.load[0])} -> {' '.join(f'{v:.2f}' for v in self.load[1])}",
             f"  settings: {' '.join(f'{k}={v}' for k, v in sorted(self.plan.env.items())) or 'defaults'}",
             "  faults: "
@@ -406,7 +411,15 @@ class Driver:
     async def submit_all(self) -> None:
         for i, watch in enumerate(self.jobs):
             await asyncio.sleep(max(0.0, i * self.plan.submit_every_s - self.now()))
-            spec = job_spec(seed=1000 * self.plan.seed + i)
+            iterations = self.plan.refine_iterations
+            spec = job_spec(
+                seed=1000 * self.plan.seed + i,
+                num_samples=self.plan.samples,
+                sample_task_size=4,
+                refine=vqgan_pb2.RefineParams(
+                    size=32, iterations=iterations, cutn=4, seed=1, snapshot_every=max(1, iterations // 3)
+                ),
+            )
             # The key makes a retried Submit (the coordinator may be down) return the same job.
             request = jobs_pb2.SubmitRequest(spec=spec, idempotency_key=watch.key)
             while True:
