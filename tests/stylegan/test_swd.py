@@ -24,6 +24,7 @@ from services.stylegan.training.metrics import (
     load_inception,
     pyramid_descriptors,
     swd,
+    swd_min_resolution,
 )
 
 SMALL = {"nhoods_per_image": 16, "dirs_per_repeat": 32, "dir_repeats": 2}
@@ -145,3 +146,11 @@ def test_inception_hook_loads_only_a_configured_torchscript(tmp_path: Path) -> N
         load_inception(tmp_path / "state_dict.pt", "cpu")
     with pytest.raises(FileNotFoundError, match=INCEPTION_ENV):
         load_inception(tmp_path / "absent.pt", "cpu")
+
+
+def test_small_images_keep_three_pyramid_levels() -> None:
+    # ProGAN's 16 px floor from 64 px up; below that 8 px, so a 32 px image has a band between its
+    # finest level and the low-pass residual.
+    assert [swd_min_resolution(s) for s in (1024, 64, 32, 16, 8)] == [16, 16, 8, 8, 8]
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    assert swd(images, images, min_resolution=swd_min_resolution(32)).resolutions == [32, 16, 8]

@@ -305,23 +305,18 @@ def test_ada_p_rises_when_d_overfits_eight_images(
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="not calibrated yet: the 16 px level falls from ~120 to ~50 (real-vs-real 34) within 200 steps "
-    "x 16 images, but the 32 px level measures G's pixel-scale texture against exactly flat backgrounds "
-    "(each set normalised by its own spread, as ProGAN): 8 LSB of Gaussian noise alone on real discs "
-    "scores 200 there, 4 LSB 107. G_ema's texture falls from 12 to 8 LSB in 800 steps, yet the level "
-    "stays 220-305 (from 288; clipping flattens much of the initial output) through 1,600 steps at "
-    "lr 0.0025 or 0.005, gamma 0.0128 or 0.001, blurred discs too, so the mean falls 11-32 % and not steadily"
-)
 def test_training_lowers_swd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_disc_dataset(tmp_path / "data", 256, 32, seed=1)
     # ADA's CIFAR settings (lr 0.0025, no path length or mixing, 500-image EMA): the real algorithm,
-    # tuned for small images. ADA itself is tested above.
+    # tuned for small images. ADA itself is tested above. The SWD is the mean of the 32, 16 and 8 px
+    # levels (swd_min_resolution): the 32 px band compares G's pixel-scale texture with exactly flat
+    # backgrounds and barely moves in minutes (it starts saturated), so shapes and colours at the
+    # coarser levels carry the 30 %.
     argv = options(
         tmp_path / "data",
         tmp_path / "run",
         tmp_path / "cache",
-        batch=16,
+        batch=8,  # steps, more than images, move a GAN: 2,000 of 8 beat 1,000 of 16
         iterations=LEARN_STEPS,
         aug="none",
         lr=0.0025,
@@ -332,6 +327,7 @@ def test_training_lowers_swd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         metric_images=256,
         grid=0,
         log_every=100,
+        threads=2,
     )
     cfg = run.parse_config(argv)[0]
     dataset = ImageDataset(prepare_dataset(cfg.data, 32, cfg.cache_dir).cache)
@@ -346,7 +342,7 @@ def test_training_lowers_swd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert load_generator(tmp_path / "run" / f"{iteration:06d}.pt").size == 32
 
 
-LEARN_STEPS = 1000
+LEARN_STEPS = 2000
 
 
 def test_result_loads_and_is_served(trained: Path) -> None:

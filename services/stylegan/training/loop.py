@@ -60,6 +60,7 @@ from services.stylegan.training.metrics import (
     kid,
     pyramid_descriptors,
     swd,
+    swd_min_resolution,
 )
 from services.stylegan.training.report import Reporter
 
@@ -351,7 +352,7 @@ def _metrics(trainer: Trainer, ref: _Metrics, images: int) -> dict[str, float]:
     # Measured on the images a user gets, as ProGAN and StyleGAN measure theirs (uint8): raw G
     # output strays far outside [-1, 1] early on, and reals are 8-bit to begin with.
     fakes = _as_saved(trainer.sample_ema(range(1_000_000, 1_000_000 + images)))
-    level = min(16, trainer.g.size)
+    level = swd_min_resolution(trainer.g.size)
     result = swd(fakes, ref.swd_desc if ref.swd_desc is not None else ref.reals, min_resolution=level)
     out = {"swd": result.mean, **result.as_dict()}
     if ref.inception is not None and ref.real_features is not None:
@@ -390,7 +391,7 @@ def _reference(trainer: Trainer, dataset: ImageDataset) -> _Metrics | None:
     ref = _Metrics(reals)
     # The reals' descriptors are drawn once (swd()'s own seed 0): every snapshot compares against them.
     ref.swd_desc = pyramid_descriptors(
-        reals, generator=torch.Generator().manual_seed(0), min_resolution=min(16, dataset.size)
+        reals, generator=torch.Generator().manual_seed(0), min_resolution=swd_min_resolution(dataset.size)
     )
     ref.inception = inception_from_env(trainer.device)
     if ref.inception is not None:

@@ -43,6 +43,7 @@ __all__ = [
     "pyramid_descriptors",
     "sliced_wasserstein",
     "swd",
+    "swd_min_resolution",
 ]
 
 INCEPTION_ENV = "GANFOLK_TRAIN_INCEPTION_CHECKPOINT"
@@ -123,6 +124,17 @@ class SWDResult:
 
 def _batches(images: Tensor | Iterable[Tensor]) -> Iterable[Tensor]:
     return images.split(256) if isinstance(images, Tensor) else images
+
+
+def swd_min_resolution(size: int) -> int:
+    """The coarsest pyramid level for ``size`` px images: ProGAN's 16 px, or 8 px below 64 px.
+
+    ProGAN stops at 16 px, which leaves a 32 px image only its finest band and one low-pass
+    residual. On small images the finest band is mostly pixel-scale texture, the last thing a
+    generator learns, so a third level (8 px, the smallest that holds a 7x7 neighbourhood) keeps
+    the mean sensitive to shapes as well as colours.
+    """
+    return 16 if size >= 64 else min(8, size)
 
 
 def pyramid_descriptors(
