@@ -168,7 +168,7 @@ class Report:
             "  faults: "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.fault_counts().items()))
             + f" (kill -9 by service: {', '.join(f'{k} {v}' for k, v in sorted(kills.items()))};"
-            + f" {busy} of them while the service held a task)",
+            + f" {busy} of them while its stage had a task delivered and unacked)",
             "  fault times (s): " + ", ".join(f"{t:.0f} {what}" for t, what in self.faults),
             f"  jobs succeeded {self.succeeded} / failed {self.failed} / stuck {self.stuck}",
             f"  duplicate sample objects {self.duplicates} (missing {self.missing})",
