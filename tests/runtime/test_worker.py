@@ -696,13 +696,13 @@ async def test_live_worker_task_far_longer_than_ack_wait_is_never_redelivered(
 
 
 def test_default_policy_heartbeats_well_within_its_ack_wait() -> None:
-    """Defaults: a dead worker's task moves within 30 s; three heartbeats fit in that window."""
+    """Defaults: a dead worker's task moves within 20 s; three heartbeats fit in that window."""
     from ganfolk.runtime.service import policy_from_settings
     from ganfolk.runtime.settings import Settings
 
     policy = StagePolicy()
-    assert (policy.ack_wait, policy.heartbeat_interval) == (30.0, 10.0)
-    assert policy.redelivery_backoff()[0] == policy.ack_wait
+    assert (policy.ack_wait, round(policy.heartbeat_interval, 2)) == (20.0, 6.67)
+    assert policy.redelivery_backoff() == [20.0, 20.0, 40.0, 80.0]
     # An operator's shorter ack wait takes the heartbeat down with it, even a policy's own.
     tuned = policy_from_settings(StagePolicy(heartbeat=20.0), Settings(task_ack_wait_s=6.0))
     assert (tuned.ack_wait, tuned.heartbeat_interval) == (6.0, 2.0)
