@@ -18,6 +18,17 @@ from ganfolk.runtime.service import load_definition, run_service, service_settin
 from ganfolk.runtime.settings import ConfigError
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0 (0 leaves the choice to the service's default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 for the default or a positive number")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     definition = load_definition(args.service)
     settings = service_settings(
@@ -414,10 +425,10 @@ def _add_train_vqgan_parser(actions: Any) -> None:
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", type=int, default=0, help="StyleGAN samples to draw (default 1000)")
-    p.add_argument("--task-size", type=int, default=0, help="samples per sample task (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--samples", type=_count, default=0, help="StyleGAN samples to draw (default 1000)")
+    p.add_argument("--task-size", type=_count, default=0, help="samples per sample task (default 100)")
+    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--top-k", type=_count, default=0)
     p.add_argument("--iterations", type=int, default=None, help="VQGAN+CLIP iterations (default 50)")
     p.add_argument(
         "--review",
