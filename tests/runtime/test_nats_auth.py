@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +21,13 @@ from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.runtime.settings import ConfigError, Settings
 from ganfolk.runtime.worker import StageHandler, StageWorker, TaskContext
 from ganfolk.v1 import common_pb2, events_pb2, text_pb2
-from tests.fixtures.nats import AuthNatsServer
+from tests.fixtures.nats import AuthNatsServer, connected
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@contextlib.asynccontextmanager
-async def connected(server: AuthNatsServer, user: str) -> AsyncIterator[NATS]:
-    settings = Settings(nats_user=user, nats_password=SecretStr(server.passwords[user]))
-    client = await jetstream.connect(server.url, name=user, settings=settings)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def coordinator_topology(nc: NATS) -> None:

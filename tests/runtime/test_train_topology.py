@@ -10,35 +10,22 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import RePublish
-from pydantic import SecretStr
 
 from ganfolk import cli
 from ganfolk.runtime import jetstream, nats_auth
 from ganfolk.runtime import train_topology as tt
 from ganfolk.runtime.catalog import Stage
-from ganfolk.runtime.settings import Settings
 from ganfolk.v1 import train_pb2
 from services.stylegan.training import progress
-from tests.fixtures.nats import AuthNatsServer, NatsServer
+from tests.fixtures.nats import AuthNatsServer, NatsServer, connected
 
 REFUSED = (nats.errors.TimeoutError, TimeoutError)
-
-
-@contextlib.asynccontextmanager
-async def connected(server: AuthNatsServer, user: str) -> AsyncIterator[NATS]:
-    settings = Settings(nats_user=user, nats_password=SecretStr(server.passwords[user]))
-    client = await jetstream.connect(server.url, name=user, settings=settings)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def coordinator_topology(nc: NATS) -> None:
