@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,6 @@ from tests.fixtures.nats import NatsServer
 from tests.fixtures.services import serving
 
 S = jobs_pb2
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[NatsServer]:
-    """A nats-server of this test's own: no other test's rank tasks reach the stand-in worker."""
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def stored_at(url: str, job_id: str, stage: Stage) -> list[float]:
@@ -74,7 +65,7 @@ async def rank_worker(url: str, handle: Any) -> AsyncIterator[None]:
 
 
 async def test_reporting_stage_outlives_its_timeout_and_fails_once_silent(
-    monkeypatch: pytest.MonkeyPatch, broker: NatsServer, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, own_nats: NatsServer, tmp_path: Path
 ) -> None:
     """Progress for 3x the rank timeout keeps the job running; then silence fails it one timeout later."""
     timeout = 4.0
@@ -90,9 +81,9 @@ async def test_reporting_stage_outlives_its_timeout_and_fails_once_silent(
         raise AssertionError("the job should have failed meanwhile")
 
     monkeypatch.setenv("GANFOLK_STYLEGAN_CHECKPOINT", str(GOLDEN))
-    common = {"nats_url": broker.url, "store_url": str(tmp_path / "objects")}
+    common = {"nats_url": own_nats.url, "store_url": str(tmp_path / "objects")}
     async with (
-        rank_worker(broker.url, slow_rank),
+        rank_worker(own_nats.url, slow_rank),
         serving(STYLEGAN, **common),
         serving(
             COORDINATOR, **common, coordinator_timeout_rank_s=timeout, coordinator_sweep_interval_s=0.2
@@ -105,7 +96,7 @@ async def test_reporting_stage_outlives_its_timeout_and_fails_once_silent(
         )
         assert job.state == S.JOB_STATE_RUNNING, job.error  # reported far past the timeout: kept
         job = await wait_for(stub, job_id, lambda j: j.state == S.JOB_STATE_FAILED, 60)
-        last_report = max(await stored_at(broker.url, job_id, Stage.RANK))
+        last_report = max(await stored_at(own_nats.url, job_id, Stage.RANK))
     rank = next(s for s in job.stages if s.stage == S.STAGE_RANK)
     assert "STAGE_RANK" in job.error and "no word from its tasks for 4s" in job.error
     assert "is the clip service running?" in job.error
@@ -116,9 +107,9 @@ async def test_reporting_stage_outlives_its_timeout_and_fails_once_silent(
     assert timeout <= silent < timeout + 5.0
 
 
-async def test_a_replica_that_missed_the_events_reads_them_back(broker: NatsServer, tmp_path: Path) -> None:
+async def test_a_replica_that_missed_the_events_reads_them_back(own_nats: NatsServer, tmp_path: Path) -> None:
     """Events reach one replica each: another one finds them in the stream before failing the stage."""
-    nc: NATS = await jetstream.connect(broker.url, "test")
+    nc: NATS = await jetstream.connect(own_nats.url, "test")
     js = nc.jetstream()
     await jetstream.ensure_streams(js)
     settings = CoordinatorSettings(coordinator_timeout_rank_s=2.0, coordinator_timeout_sample_s=2.0)

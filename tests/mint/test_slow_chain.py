@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +30,9 @@ MINT_TIMEOUT_S = 3.0
 RECEIPT_TIMEOUT_S = 1.0
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
-
-
 @contextlib.asynccontextmanager
 async def stack(
-    monkeypatch: pytest.MonkeyPatch, broker: NatsServer, chain: Anvil, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, own_nats: NatsServer, chain: Anvil, tmp_path: Path
 ) -> AsyncIterator[jobs_pb2_grpc.JobServiceStub]:
     """Sampler, finisher, minter and coordinator; rank and refine skipped (their services say
     they run on random weights), so the job reaches the mint in seconds."""
@@ -50,13 +42,13 @@ async def stack(
     monkeypatch.setenv("GANFOLK_MINT_RPC_URL", chain.url)
     monkeypatch.setenv("GANFOLK_MINT_RECEIPT_TIMEOUT_S", str(RECEIPT_TIMEOUT_S))
     monkeypatch.setenv("GANFOLK_STATE_DIR", str(tmp_path / "state"))
-    nc = await jetstream.connect(broker.url, "test")
+    nc = await jetstream.connect(own_nats.url, "test")
     await jetstream.ensure_streams(nc.jetstream())
     for service, stage in (("clip", "rank"), ("vqgan", "refine")):
         info = info_pb2.GetInfoResponse(service=service, ready=True, random_weights=True, stages=[stage])
         await jetstream.publish_service_info(nc.jetstream(), service, info.SerializeToString())
     await nc.close()
-    common = {"nats_url": broker.url, "store_url": str(tmp_path / "objects")}
+    common = {"nats_url": own_nats.url, "store_url": str(tmp_path / "objects")}
     async with contextlib.AsyncExitStack() as services:
         for name in ("stylegan", "upscale", "mint"):
             await services.enter_async_context(serving(load_definition(name), **common))
@@ -90,11 +82,11 @@ def mint_running(job: jobs_pb2.Job) -> bool:
 
 async def test_mining_paused_past_the_mint_timeout_job_waits_and_mints_once(
     monkeypatch: pytest.MonkeyPatch,
-    broker: NatsServer,
+    own_nats: NatsServer,
     fresh_anvil: Anvil,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    async with stack(monkeypatch, broker, fresh_anvil, tmp_path) as stub:
+    async with stack(monkeypatch, own_nats, fresh_anvil, tmp_path) as stub:
         spec = jobs_pb2.JobSpec(
             prompt="charcoal sketch of an inquisitive Turkish boy",
             num_samples=2,
