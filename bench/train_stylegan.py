@@ -3,6 +3,9 @@
 CPU: images/s of 2 gloo processes divided by 1 process at the same per-process batch (one thread
 per process), i.e. the data-parallel scaling on this machine. GPU (when CUDA is visible): sec/kimg
 at 256 and 512 px with every combination of bf16 autocast, channels_last and torch.compile.
+Both: one modulated conv's forward+backward with per-sample weights in a grouped conv (fused,
+rosinality's and the service's eval path) against activations scaled around one shared conv
+(training's path), at the layer shapes of a 512 px generator.
 
     .venv/bin/python bench/train_stylegan.py [--steps 6] [--cpu-size 32] [--gpu-sizes 256 512]
 """
@@ -24,6 +27,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from services.stylegan.model import ModulatedConv2d
 from services.stylegan.training import dist, loop
 from services.stylegan.training.config import TrainConfig
 
@@ -104,6 +108,35 @@ def gpu_table(sizes: list[int], batch: int, steps: int) -> None:
         )
 
 
+def modconv(device: torch.device, batch: int, reps: int) -> None:
+    """Fused (grouped) vs shared-weight modulated conv, forward+backward, same inputs."""
+    shapes = [(512, 16, True), (512, 32, False), (256, 64, True), (128, 128, False)]
+    if device.type == "cpu":
+        shapes = [(c // 4, r // 2, up) for c, r, up in shapes]  # a 2-core machine's share
+    print(f"modconv on {device}, batch {batch}: fused ms / shared ms", flush=True)
+    for ch, res, up in shapes:
+        layer = ModulatedConv2d(ch, ch, 3, 512, upsample=up).to(device)
+        x = torch.randn(batch, ch, res, res, device=device, requires_grad=True)
+        style = torch.randn(batch, 512, device=device)
+        ms = {}
+        for fused in (True, False):
+            layer.fused = fused
+            for i in range(reps + 2):
+                if i == 2:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                layer(x, style).square().mean().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            ms[fused] = (time.perf_counter() - start) * 1000 / reps
+        kind = "up " if up else ""
+        print(
+            f"  {kind}{ch}ch {res}px: {ms[True]:8.2f} / {ms[False]:8.2f} = {ms[True] / ms[False]:.2f}x",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -117,7 +150,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.skip_cpu:
         cpu_scaling(args.cpu_size, args.cpu_batch, args.steps)
+        torch.set_num_threads(1)
+        modconv(torch.device("cpu"), 8, args.steps)
     if torch.cuda.is_available():
+        modconv(torch.device("cuda", 0), args.gpu_batch, args.steps)
         gpu_table(args.gpu_sizes, args.gpu_batch, args.steps)
     else:
         print("no CUDA device: GPU sec/kimg not measured")

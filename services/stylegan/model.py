@@ -270,9 +270,13 @@ class Upsample(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    """Style-modulated (optionally demodulated) conv; per-sample weights via a grouped conv.
+    """Style-modulated (optionally demodulated) conv, as in StyleGAN2.
 
-    With ``upsample`` it is a stride-2 transposed conv followed by a blur, as in StyleGAN2.
+    With ``upsample`` it is a stride-2 transposed conv followed by a blur. ``fused`` picks how the
+    styles enter: ``True`` builds per-sample weights and runs one grouped conv (rosinality's way),
+    ``False`` scales the activations instead and runs one shared-weight conv over the batch (the
+    ADA code's training path), ``None`` (the default) fuses in eval mode only. The two are the
+    same function; the shared conv is the faster one to differentiate on CPU and GPU alike.
     """
 
     def __init__(
@@ -288,6 +292,7 @@ class ModulatedConv2d(nn.Module):
         super().__init__()
         self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, kernel_size
         self.upsample, self.demodulate = upsample, demodulate
+        self.fused: bool | None = None
         self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
         if upsample:
             factor = 2
@@ -298,9 +303,14 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        styles = self.modulation(style)
+        fused = (not self.training) if self.fused is None else self.fused
+        return self._fused(x, styles) if fused else self._shared(x, styles)
+
+    def _fused(self, x: Tensor, styles: Tensor) -> Tensor:
         b, cin, h, w = x.shape
         k, cout = self.kernel_size, self.out_ch
-        weight = self.scale * self.weight * self.modulation(style).view(b, 1, cin, 1, 1)
+        weight = self.scale * self.weight * styles.view(b, 1, cin, 1, 1)
         if self.demodulate:
             weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8).view(b, cout, 1, 1, 1)
         x = x.reshape(1, b * cin, h, w)
@@ -310,6 +320,20 @@ class ModulatedConv2d(nn.Module):
             return self.blur(out.reshape(b, cout, out.shape[2], out.shape[3]))
         out = F.conv2d(x, weight.reshape(b * cout, cin, k, k), padding=self.padding, groups=b)
         return out.reshape(b, cout, out.shape[2], out.shape[3])
+
+    def _shared(self, x: Tensor, styles: Tensor) -> Tensor:
+        b = x.shape[0]
+        weight = self.scale * self.weight[0]  # (cout, cin, k, k)
+        x = x * styles.view(b, -1, 1, 1).to(x.dtype)
+        if self.upsample:
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2))
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:
+            # The fused weight's per-(sample, out channel) norm, without building that weight.
+            norm = (weight.pow(2).sum([2, 3]).unsqueeze(0) * styles.pow(2).unsqueeze(1)).sum(2)
+            out = out * torch.rsqrt(norm + 1e-8).view(b, -1, 1, 1).to(out.dtype)
+        return out
 
 
 class NoiseInjection(nn.Module):

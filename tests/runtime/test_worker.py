@@ -284,6 +284,9 @@ async def test_task_of_dead_consumer_moves_to_dlq_after_max_deliveries(nc: NATS)
     await asyncio.sleep(0.3)
     assert (await pending(nc, stage))[0] == 0
     await watcher.stop(1)
+    # An abandoned pull subscription would hold the session connection's drain to its 30 s timeout.
+    for sub in (crashing, dlq, events):
+        await sub.unsubscribe()
 
 
 def start_sample_service(nats_url: str, stage: str, calls: Path, **env: str) -> subprocess.Popen[bytes]:

@@ -81,6 +81,25 @@ def test_golden_outputs(g: Generator, io: dict[str, torch.Tensor]) -> None:
     print("golden max abs errors:", {k: f"{v:.3g}" for k, v in errs.items()})
 
 
+def test_training_mode_matches_golden(io: dict[str, torch.Tensor]) -> None:
+    # Training scales activations around one shared conv instead of building per-sample weights:
+    # the same function, so the golden images hold in train mode too, and so do the gradients.
+    g = load_generator(CKPT).train().requires_grad_(True)
+    img, _ = g([io["z"]], truncation=1.0, randomize_noise=False)
+    _check("img_trunc1 (train mode)", img.detach(), io["img_trunc1"])
+    grads = []
+    for fused in (True, False):
+        for m in g.modules():
+            if hasattr(m, "fused"):
+                m.fused = fused
+        g.zero_grad()
+        g([io["z"]], randomize_noise=False)[0].square().mean().backward()
+        grads.append([p.grad.clone() for p in g.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_explicit_noise_and_random_noise(g: Generator, io: dict[str, torch.Tensor]) -> None:
     z = io["z"]
     fixed = [getattr(g.noises, f"noise_{i}") for i in range(g.num_layers)]
