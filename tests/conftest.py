@@ -11,7 +11,7 @@ import pytest
 # check point it at a MediaWiki stand-in on loopback.
 os.environ["GANFOLK_TEXT_WIKIPEDIA_API_URL"] = ""
 
-pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.s3"]
+pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.s3", "tests.fixtures.head_start"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
