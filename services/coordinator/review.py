@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.errors import Conflict, FailedPrecondition, InvalidArgument
 from ganfolk.v1 import info_pb2, jobs_pb2
 from services.coordinator import pipeline
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 S = jobs_pb2
 # Chains whose tokens are worth nothing (anvil, Hardhat/Ganache): minting there needs no review.
 DEV_CHAIN_IDS = frozenset({31337, 1337})
-MAX_NAME_CHARS = 80
+MAX_NAME_CHARS = limits.MAX_NAME_CHARS  # each of first_name, last_name; also both together
 MAX_BACKSTORY_CHARS = 2000
 MAX_NOTE_CHARS = 500
 # Review actions that change the name (and so go through the notability check).
@@ -167,6 +168,12 @@ def check_name(name: str, notability: NotabilityCheck | None = None) -> None:
     person's (``notability``; default: the text service's offline check, in this process)."""
     from services.text.core import parse_name
 
+    if len(name) > limits.MAX_NAME_CHARS:
+        # The limit a generated name has (the text service's); a longer one would fail at mint.
+        raise InvalidArgument(
+            f"the name {name[:40]!r}... is refused: {len(name)} characters, first and last name"
+            f" together may have {limits.MAX_NAME_CHARS}; choose another name"
+        )
     try:
         first, last = parse_name(name)
     except ValueError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.errors import InvalidArgument
 from ganfolk.v1 import common_pb2, jobs_pb2
 
@@ -38,7 +39,7 @@ ACTIONS: dict[str, int] = {
 OUTPUT_NAME = re.compile(
     r"(final|refined|best_sample|ranked_\d{2}|snapshot_\d{4}|review_\d{2}_(final|refined))"
 )
-JOB_ID = re.compile(r"job-[0-9a-f]{24}")
+JOB_ID = limits.JOB_ID
 
 
 def state_name(state: int) -> str:

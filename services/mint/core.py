@@ -32,6 +32,7 @@ from PIL import Image
 from web3 import Web3
 from web3.logs import DISCARD
 
+from ganfolk.runtime import limits
 from ganfolk.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from ganfolk.runtime.images import decode_image
 from ganfolk.runtime.settings import ConfigError
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 
 ZERO_ADDRESS = "0x" + "0" * 40
 MAX_KEY_CHARS = 256
-MAX_TITLE_CHARS = 200
+MAX_TITLE_CHARS = limits.MAX_MINT_TITLE_CHARS
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_ATTRIBUTES = 64
 _MEDIA = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}

@@ -174,6 +174,18 @@ def test_edited_name_of_a_notable_person_is_refused_with_the_reason() -> None:
         review.apply_review(job, review.validate_request(ask), {})
 
 
+def test_edited_name_longer_than_a_generated_one_is_refused() -> None:
+    job = awaiting()
+    before = job.SerializeToString()
+    # Each part fits its own field's limit; together they exceed what the text service may name.
+    ask = jobs_pb2.ReviewRequest(
+        job_id="job-1", decision=S.REVIEW_DECISION_EDIT, first_name="Annemarie" * 5, last_name="Oakes" * 8
+    )
+    with pytest.raises(InvalidArgument, match="86 characters, first and last name together may have 80"):
+        review.apply_review(job, review.validate_request(ask), {})
+    assert job.SerializeToString() == before
+
+
 def test_edited_name_that_passes_is_applied_and_minted() -> None:
     job = awaiting()
     checked: list[str] = []
