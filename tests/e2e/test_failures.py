@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[NatsServer]:
+def broker(own_nats: NatsServer) -> NatsServer:
     """A nats-server of this test's own (restartable, fresh consumers)."""
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
+    return own_nats
 
 
 async def get(stub: jobs_pb2_grpc.JobServiceStub, job_id: str) -> jobs_pb2.Job:
