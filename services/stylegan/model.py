@@ -276,7 +276,8 @@ class ModulatedConv2d(nn.Module):
     styles enter: ``True`` builds per-sample weights and runs one grouped conv (rosinality's way),
     ``False`` scales the activations instead and runs one shared-weight conv over the batch (the
     ADA code's training path), ``None`` (the default) fuses in eval mode only. The two are the
-    same function; the shared conv is the faster one to differentiate on CPU and GPU alike.
+    same function. Measured on CPU (``bench/train_stylegan.py``), the shared conv is faster where
+    the cost is (many channels, upsampling) and slower on few channels at high resolution.
     """
 
     def __init__(
